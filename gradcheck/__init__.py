@@ -1,0 +1,42 @@
+"""gradcheck: check hand-derived gradients against central finite differences.
+
+The public names load lazily, so that ``import gradcheck`` (done by the pytest plugin at
+every pytest start-up) costs nothing until the engine is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_WHERE = {
+    "check_vjp": "gradcheck.check",
+    "assert_vjp": "gradcheck.check",
+    "numeric_gradient": "gradcheck.numeric",
+    "CaseResult": "gradcheck.result",
+    "RULE": "gradcheck.compare",
+    "Derivation": "gradcheck.declare",
+    "Formula": "gradcheck.declare",
+    "load_derivations": "gradcheck.declare",
+    "collect_formulas": "gradcheck.declare",
+    "GradcheckError": "gradcheck.errors",
+    "GradientMismatch": "gradcheck.errors",
+    "InvalidCase": "gradcheck.errors",
+    "LoadError": "gradcheck.errors",
+}
+
+__all__ = sorted(_WHERE) + ["strategies"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "strategies":
+        return importlib.import_module("gradcheck.strategies")
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'gradcheck' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,156 @@
+"""Declaring formulas: a derivation is a forward, a strategy of cases, and its formulas.
+
+A formula is the vector-Jacobian product of the forward with respect to one argument,
+``vjp(dy, **case) -> d<dy, forward(**case)>/d case[wrt]``. Declare one per line::
+
+    linear = Derivation("linear", forward, cases=linear_cases(), source="seed 000, Problem 2")
+    linear.formula("b", lambda dy, W, x, b: dy, text="dL/db = dL/dy")
+
+A longer formula is a named function just above the line that registers it. Any module
+that defines ``Derivation`` objects at top level can be loaded by name or path with
+``load_derivations``; the engine never imports a catalogue itself.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gradcheck.errors import LoadError
+
+VARIANTS = ("as-written", "reference")
+EXPECTATIONS = ("pass", "fail", "nonsmooth")
+
+
+@dataclass(eq=False)
+class Formula:
+    """One hand-derived gradient: the VJP of ``derivation.forward`` with respect to ``wrt``."""
+
+    derivation: Derivation
+    wrt: str
+    vjp: Callable[..., Any]
+    variant: str = "reference"
+    expect: str = "pass"
+    text: str = ""
+    source: str = ""
+
+    @property
+    def id(self) -> str:
+        return f"{self.derivation.name}.d{self.wrt}[{self.variant}]"
+
+    def __repr__(self) -> str:
+        return f"<Formula {self.id} expect={self.expect}>"
+
+
+@dataclass(eq=False)
+class Derivation:
+    """A forward function, a hypothesis strategy of cases, and the formulas for its gradients.
+
+    ``forward(**case)`` returns an array; ``cases`` draws ``case`` dicts (float arrays and
+    static parameters such as a stride). ``batched=True`` declares that ``forward`` also
+    accepts a leading batch axis on any one float argument and returns a leading batch
+    axis on its output, so the engine can evaluate perturbations in chunks.
+    ``classify(case)`` names a case's geometry class (for coverage counts).
+    """
+
+    name: str
+    forward: Callable[..., Any]
+    cases: Any
+    source: str = ""
+    batched: bool = False
+    classify: Callable[[dict[str, Any]], str] | None = None
+    formulas: list[Formula] = field(default_factory=list)
+    module: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name.isidentifier():
+            raise ValueError(
+                f"Derivation name must be an identifier, got name={self.name!r}"
+            )
+
+    def formula(
+        self,
+        wrt: str,
+        vjp: Callable[..., Any] | None = None,
+        *,
+        variant: str = "reference",
+        expect: str = "pass",
+        text: str = "",
+        source: str | None = None,
+    ) -> Any:
+        """Register ``vjp`` as the gradient with respect to ``wrt``; without ``vjp``, a decorator."""
+        if variant not in VARIANTS:
+            raise ValueError(
+                f"{self.name}.d{wrt}: variant must be one of {VARIANTS}, got {variant!r}"
+            )
+        if expect not in EXPECTATIONS:
+            raise ValueError(
+                f"{self.name}.d{wrt}: expect must be one of {EXPECTATIONS}, got {expect!r}"
+            )
+
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            f = Formula(self, wrt, fn, variant, expect, text, self.source if source is None else source)
+            if any(other.id == f.id for other in self.formulas):
+                raise ValueError(f"duplicate formula id {f.id!r} in derivation {self.name!r}")
+            self.formulas.append(f)
+            return fn
+
+        return register if vjp is None else register(vjp)
+
+
+def _import(spec: str) -> Any:
+    path = Path(spec)
+    if spec.endswith(".py") or path.is_file():
+        if not path.is_file():
+            raise LoadError(f"module file {spec!r} does not exist")
+        name = f"gradcheck_user_{path.stem}_{abs(hash(str(path.resolve())))}"
+        module_spec = importlib.util.spec_from_file_location(name, path)
+        if module_spec is None or module_spec.loader is None:
+            raise LoadError(f"cannot load {spec!r} as a Python module")
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[name] = module
+        try:
+            module_spec.loader.exec_module(module)
+        except BaseException as exc:
+            sys.modules.pop(name, None)
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            raise LoadError(f"module {spec!r} failed to import: {type(exc).__name__}: {exc}") from exc
+        return module
+    try:
+        return importlib.import_module(spec)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        raise LoadError(f"module {spec!r} failed to import: {type(exc).__name__}: {exc}") from exc
+
+
+def load_derivations(spec: str) -> list[Derivation]:
+    """The derivations defined at top level of a module given by dotted name or file path."""
+    module = _import(spec)
+    found = [v for v in vars(module).values() if isinstance(v, Derivation)]
+    if not found:
+        raise LoadError(f"module {spec!r} defines no gradcheck.Derivation at top level")
+    for d in found:
+        d.module = d.module or spec
+    return found
+
+
+def collect_formulas(specs: Iterable[str]) -> list[Formula]:
+    """All formulas of the given modules, sorted by id; duplicate ids are an error."""
+    formulas: dict[str, Formula] = {}
+    for spec in specs:
+        for derivation in load_derivations(spec):
+            for f in derivation.formulas:
+                if f.id in formulas and formulas[f.id] is not f:
+                    raise LoadError(
+                        f"duplicate formula id {f.id!r}: defined in {formulas[f.id].derivation.module!r}"
+                        f" and in {spec!r}"
+                    )
+                formulas[f.id] = f
+    return [formulas[k] for k in sorted(formulas)]
