@@ -83,7 +83,7 @@ class Derivation:
         text: str = "",
         source: str | None = None,
     ) -> Any:
-        """Register ``vjp`` as the gradient with respect to ``wrt``; without ``vjp``, a decorator."""
+        """Register ``vjp`` as the gradient with respect to ``wrt`` (a decorator without it)."""
         if variant not in VARIANTS:
             raise ValueError(
                 f"{self.name}.d{wrt}: variant must be one of {VARIANTS}, got {variant!r}"
@@ -94,7 +94,8 @@ class Derivation:
             )
 
         def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-            f = Formula(self, wrt, fn, variant, expect, text, self.source if source is None else source)
+            origin = self.source if source is None else source
+            f = Formula(self, wrt, fn, variant, expect, text, origin)
             if any(other.id == f.id for other in self.formulas):
                 raise ValueError(f"duplicate formula id {f.id!r} in derivation {self.name!r}")
             self.formulas.append(f)
@@ -120,7 +121,9 @@ def _import(spec: str) -> Any:
             sys.modules.pop(name, None)
             if isinstance(exc, KeyboardInterrupt):
                 raise
-            raise LoadError(f"module {spec!r} failed to import: {type(exc).__name__}: {exc}") from exc
+            raise LoadError(
+                f"module {spec!r} failed to import: {type(exc).__name__}: {exc}"
+            ) from exc
         return module
     try:
         return importlib.import_module(spec)
@@ -149,8 +152,8 @@ def collect_formulas(specs: Iterable[str]) -> list[Formula]:
             for f in derivation.formulas:
                 if f.id in formulas and formulas[f.id] is not f:
                     raise LoadError(
-                        f"duplicate formula id {f.id!r}: defined in {formulas[f.id].derivation.module!r}"
-                        f" and in {spec!r}"
+                        f"duplicate formula id {f.id!r}: defined in "
+                        f"{formulas[f.id].derivation.module!r} and in {spec!r}"
                     )
                 formulas[f.id] = f
     return [formulas[k] for k in sorted(formulas)]

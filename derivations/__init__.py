@@ -1,0 +1,1 @@
+"""Transcriptions of hand-derived backward passes, one module per derivation."""
