@@ -38,7 +38,8 @@ def steps(x: np.ndarray) -> np.ndarray:
 def loss_rows(Y: np.ndarray, g: np.ndarray) -> np.ndarray:
     """<g, y> for each row of Y, reduced the same deterministic way for every path."""
     k = Y.shape[0]
-    return np.sum((Y * g).reshape(k, -1), axis=1, dtype=np.float64)
+    rows: np.ndarray = (Y * g).reshape(k, -1).sum(axis=1, dtype=np.float64)
+    return rows
 
 
 class Loss:
@@ -201,8 +202,9 @@ def numeric_gradient(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The gradient of a scalar function f at x by central differences, with an error bound.
 
-    Returns ``(gradient, error)``: error_i = sigma_L/h_i + |D(h) - D(2h)|/3 per element
-    (rounding plus Richardson truncation estimate). 4n + 8 evaluations.
+    Returns ``(gradient, error)``: the Richardson-extrapolated difference (4 D(h) - D(2h)) / 3
+    and a bound on its error, sigma_L / h_i + |D(h) - D(2h)| / 3 (rounding plus the truncation
+    error of D(h) itself, which the extrapolated value improves on). 4n + 8 evaluations.
     """
     x = np.asarray(x)
     if not np.issubdtype(x.dtype, np.floating):
@@ -220,4 +222,5 @@ def numeric_gradient(
     d1 = differences(loss, L0, index, h)
     d2 = differences(loss, L0, index, 2 * h)
     error = noise.sigma / d1.h + np.abs(d1.central - d2.central) / 3
-    return d1.central.reshape(x.shape), error.reshape(x.shape)
+    gradient = (4 * d1.central - d2.central) / 3
+    return gradient.reshape(x.shape), error.reshape(x.shape)

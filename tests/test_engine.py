@@ -1,0 +1,333 @@
+"""The engine checks itself: accuracy, no false alarms, no misses, kinks, paths, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+import gradcheck as gc
+from gradcheck import compare
+from tests import functions as fn
+
+finite = st.floats(-10, 10, allow_nan=False, allow_infinity=False, allow_subnormal=False)
+awkward = st.one_of(
+    finite, st.sampled_from([0.0, 1e-12, -1e-12, 2.2e-16, 1e-300, 1.0, -1.0, 3.5])
+)
+
+
+def vec(n_min=1, n_max=5, elements=awkward):
+    return st.integers(n_min, n_max).flatmap(lambda n: arrays(np.float64, n, elements=elements))
+
+
+# ---------------------------------------------------------------- accuracy of differences
+
+
+CLOSED_FORM = {
+    "polynomial": (lambda x: np.sum(x**4 - 3 * x**2 + x), lambda x: 4 * x**3 - 6 * x + 1),
+    "exp-sin-log": (
+        lambda x: np.sum(np.exp(x / 3) + np.sin(x) + np.log(2 + x**2)),
+        lambda x: np.exp(x / 3) / 3 + np.cos(x) + 2 * x / (2 + x**2),
+    ),
+    "softmax-ce": (
+        lambda x: fn.softmax_ce(x, 0),
+        lambda x: np.exp(x - x.max()) / np.exp(x - x.max()).sum() - (np.arange(x.size) == 0),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CLOSED_FORM))
+@settings(max_examples=60, deadline=None)
+@given(x=vec(2, 6, finite))
+def test_numeric_gradient_is_accurate_and_its_error_bound_holds(name, x):
+    f, grad = CLOSED_FORM[name]
+    numeric, error = gc.numeric_gradient(f, x)
+    exact = grad(x)
+    true_error = np.abs(numeric - exact)
+    assert np.max(true_error) <= 1e-8 * max(1.0, np.max(np.abs(exact)))
+    assert np.all(true_error <= compare.SAFETY * error)
+
+
+@settings(max_examples=40, deadline=None)
+@given(A=arrays(np.float64, (3, 4), elements=finite), B=arrays(np.float64, (4, 2), elements=finite))
+def test_matrix_product_gradient_is_accurate(A, B):
+    numeric, error = gc.numeric_gradient(lambda A: np.sum(np.sin(A @ B)), A)
+    exact = np.cos(A @ B) @ B.T
+    assert np.max(np.abs(numeric - exact)) <= 1e-8 * max(1.0, np.max(np.abs(exact)))
+    assert np.all(np.abs(numeric - exact) <= compare.SAFETY * error)
+
+
+# ---------------------------------------------------------------- no false alarms
+
+
+def shapes_linear():
+    return st.tuples(st.integers(1, 4), st.integers(1, 4)).flatmap(
+        lambda mn: st.fixed_dictionaries({
+            "W": arrays(np.float64, mn, elements=awkward),
+            "x": arrays(np.float64, mn[1], elements=awkward),
+            "b": arrays(np.float64, mn[0], elements=awkward),
+        })
+    )
+
+
+@settings(max_examples=600, deadline=None)
+@given(case=shapes_linear(), wrt=st.sampled_from(["x", "W"]))
+@example(
+    case={"W": np.full((2, 3), 1e-12), "x": np.zeros(3), "b": np.ones(2)}, wrt="x"
+)
+@example(
+    case={"W": np.full((2, 2), 2.2e-16), "x": np.array([1e3, -1e3]), "b": np.zeros(2)}, wrt="W"
+)
+def test_correct_linear_layer_never_fails(case, wrt):
+    vjp = fn.linear_dx if wrt == "x" else fn.linear_dW
+    result = gc.check_vjp(fn.linear, vjp, case, wrt, batched=True)
+    assert result.status == "pass", result.explain()
+
+
+logits = st.integers(2, 6).flatmap(
+    lambda n: arrays(np.float64, n, elements=st.one_of(
+        st.floats(-60, 60, allow_nan=False, allow_subnormal=False), st.sampled_from([0.0, 16.0, 40.0])
+    ))
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(y=logits, data=st.data())
+@example(y=np.array([16.0, 0.0]), data=None)
+@example(y=np.array([40.0, 0.0]), data=None)
+@example(y=np.array([0.0, 40.0]), data=None)
+def test_correct_softmax_cross_entropy_never_fails(y, data):
+    gt = 0 if data is None else data.draw(st.integers(0, y.size - 1))
+    result = gc.check_vjp(fn.softmax_ce, fn.softmax_ce_dy, {"y": y, "gt": gt}, "y", batched=True)
+    assert result.status == "pass", result.explain()
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    x=st.integers(2, 4).flatmap(lambda n: arrays(np.float64, (n, 3), elements=finite)),
+    gamma=arrays(np.float64, 3, elements=awkward),
+    zero_upstream=st.booleans(),
+)
+@example(x=np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]), gamma=np.ones(3), zero_upstream=False)
+def test_correct_batchnorm_never_fails(x, gamma, zero_upstream):
+    case = {"x": x, "gamma": gamma, "beta": np.zeros(3)}
+    g = np.random.default_rng(0).standard_normal(x.shape)
+    if zero_upstream:
+        g[0] = 0.0
+    result = gc.check_vjp(fn.batchnorm, fn.batchnorm_dx, case, "x", batched=True, upstream=g)
+    assert result.status == "pass", result.explain()
+
+
+@settings(max_examples=400, deadline=None)
+@given(x=vec(1, 6, finite), seed=st.integers(0, 2**32 - 1))
+def test_correct_smooth_function_never_fails(x, seed):
+    result = gc.check_vjp(fn.smooth, fn.smooth_dx, {"x": x}, "x", seed=seed, batched=True)
+    assert result.status == "pass", result.explain()
+
+
+# ---------------------------------------------------------------- no misses
+
+
+def flip(vjp):
+    return lambda *a, **k: -vjp(*a, **k)
+
+
+def double(vjp):
+    return lambda *a, **k: 2 * vjp(*a, **k)
+
+
+W_sq = np.array([[1.0, 2.0, -1.0], [0.5, -3.0, 2.0], [4.0, 1.0, 0.25]])
+LIN = {"W": W_sq, "x": np.array([1.0, -2.0, 0.5]), "b": np.zeros(3)}
+MUTANTS = {
+    "sign-flip": (fn.linear, flip(fn.linear_dx), LIN, "x", "sign flipped"),
+    "factor-2": (fn.linear, double(fn.linear_dx), LIN, "x", "constant scale: analytic = 2"),
+    "transposed": (fn.linear, lambda dy, W, x, b: np.outer(x, dy), LIN, "W", "transposed"),
+    "term-dropped": (
+        fn.batchnorm, fn.batchnorm_dx_missing_term,
+        {"x": np.array([[1.0, 2.0], [3.0, -1.0], [0.5, 0.0], [2.0, 4.0]]),
+         "gamma": np.full(2, 1e-6), "beta": np.zeros(2)},
+        "x", "wrong on",
+    ),
+    "off-by-one": (
+        fn.conv1d, fn.conv1d_dx_off_by_one,
+        {"x": np.array([1.0, -2.0, 0.5, 3.0, 1.5, -1.0]), "w": np.array([0.5, -1.0, 2.0])},
+        "x", "wrong on",
+    ),
+}
+
+
+@pytest.mark.parametrize("mode", ["exhaustive", "directional"])
+@pytest.mark.parametrize("name", sorted(MUTANTS))
+def test_mutants_are_caught(name, mode):
+    forward, vjp, case, wrt, diagnosis = MUTANTS[name]
+    result = gc.check_vjp(forward, vjp, case, wrt, mode=mode, batched=True)
+    assert result.status == "fail", result.explain()
+    assert result.worst_index is not None
+    if mode == "exhaustive" or diagnosis.startswith(("sign", "constant")):
+        assert diagnosis in result.diagnosis, result.diagnosis
+
+
+def test_right_only_on_the_target_entry_is_described():
+    def wrong(dL, y, gt):  # p_gt everywhere off target, as in the seed's Problem 1
+        p = np.exp(y - y.max()) / np.exp(y - y.max()).sum()
+        out = np.full_like(y, p[gt])
+        out[gt] = p[gt] - 1
+        return dL * out
+
+    result = gc.check_vjp(fn.softmax_ce, wrong, {"y": np.array([1.0, 2.0, 0.5]), "gt": 1}, "y")
+    assert result.status == "fail"
+    assert "2 of 3" in result.diagnosis and "index 1" in result.diagnosis, result.diagnosis
+
+
+# ---------------------------------------------------------------- kinks
+
+
+def test_abs_at_zero_is_nonsmooth():
+    result = gc.check_vjp(lambda x: np.abs(x), lambda dy, x: dy * np.sign(x), {"x": np.array([0.0, 2.0])}, "x")
+    assert result.status == "nonsmooth", result.explain()
+
+
+def test_max_of_two_equal_values_is_nonsmooth():
+    def vjp(dy, x):
+        return dy * (np.arange(x.size) == np.argmax(x))
+
+    result = gc.check_vjp(lambda x: np.max(x, axis=-1), vjp, {"x": np.array([1.0, 1.0])}, "x")
+    assert result.status == "nonsmooth", result.explain()
+
+
+def test_a_wrong_formula_is_not_excused_by_a_kink():
+    def vjp(dy, x):
+        return -dy * (np.arange(x.size) == np.argmax(x))
+
+    result = gc.check_vjp(lambda x: np.max(x, axis=-1), vjp, {"x": np.array([1.0, 1.0])}, "x")
+    assert result.status == "fail"
+
+
+def test_relu_near_but_not_at_zero_is_not_called_wrong():
+    x = np.array([1e-7, 3e-6, 5e-6, 1e-5, -4e-6, 2.0])
+    result = gc.check_vjp(lambda x: np.maximum(x, 0), lambda dy, x: dy * (x > 0), {"x": x}, "x")
+    assert result.status in ("pass", "nonsmooth"), result.explain()
+
+
+# ---------------------------------------------------------------- paths, modes, dtypes
+
+
+@settings(max_examples=50, deadline=None)
+@given(case=shapes_linear())
+def test_batched_and_per_call_paths_agree(case):
+    a = gc.check_vjp(fn.linear, fn.linear_dW, case, "W", batched=True)
+    b = gc.check_vjp(fn.linear, fn.linear_dW, case, "W", batched=False)
+    assert a.status == b.status == "pass"
+    assert np.allclose(a.numeric, b.numeric, rtol=1e-9, atol=1e-9 * np.abs(b.numeric).max())
+
+
+def test_tiny_memory_budget_gives_the_same_numbers():
+    a = gc.check_vjp(fn.linear, fn.linear_dW, LIN, "W", batched=True)
+    b = gc.check_vjp(fn.linear, fn.linear_dW, LIN, "W", batched=True, budget=1)
+    assert np.array_equal(a.numeric, b.numeric)
+
+
+def test_directional_mode_localises_a_single_wrong_element():
+    x = np.random.default_rng(0).standard_normal(70_000)
+
+    def vjp(dy, x):
+        out = dy * 2 * np.cos(x)
+        out[12_345] *= -3
+        return out
+
+    result = gc.check_vjp(lambda x: 2 * np.sin(x), vjp, {"x": x}, "x", batched=True)
+    assert result.mode == "directional" and result.status == "fail"
+    assert result.worst_index == (12_345,)
+
+
+def test_float32_runs_in_float32_with_its_own_tolerance():
+    x = np.linspace(-1, 1, 7, dtype=np.float32)
+    result = gc.check_vjp(lambda x: np.tanh(x), lambda dy, x: dy * (1 - np.tanh(x) ** 2), {"x": x}, "x",
+                          dtype=np.float32)
+    assert result.status == "pass" and result.dtype == "float32"
+    assert result.rtol == pytest.approx(np.sqrt(np.finfo(np.float32).eps))
+    wrong = gc.check_vjp(lambda x: np.tanh(x), lambda dy, x: dy * (1 - np.tanh(x)), {"x": x}, "x",
+                         dtype=np.float32)
+    assert wrong.status == "fail"
+
+
+def test_float32_input_is_upcast_by_default_and_says_so():
+    x = np.linspace(-1, 1, 3, dtype=np.float32)
+    result = gc.check_vjp(lambda x: np.sin(x), lambda dy, x: dy * np.cos(x), {"x": x}, "x")
+    assert result.dtype == "float64" and any("float32" in n for n in result.notes)
+
+
+# ---------------------------------------------------------------- bad input, broken callables
+
+
+@pytest.mark.parametrize(
+    "case, wrt, words",
+    [
+        ({"x": np.ones(2)}, "y", ["wrt='y'", "['x']"]),
+        ({"x": np.arange(3)}, "x", ["case['x']", "int64"]),
+        ({"x": np.array([1.0, np.nan])}, "x", ["non-finite"]),
+        ({"x": [1.0, 2.0]}, "x", ["list"]),
+        ({"x": np.ones(0)}, "x", ["empty"]),
+    ],
+)
+def test_bad_case_raises_invalid_case_naming_the_argument(case, wrt, words):
+    with pytest.raises(gc.InvalidCase) as info:
+        gc.check_vjp(lambda x: np.sin(x), lambda dy, x: dy, case, wrt)
+    for w in words:
+        assert w in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "forward, vjp, words",
+    [
+        (lambda x: np.sin(x), lambda dy, x: 1 / 0, ["vjp raised ZeroDivisionError"]),
+        (lambda x: 1 / 0, lambda dy, x: dy, ["forward raised ZeroDivisionError"]),
+        (lambda x: np.sin(x), lambda dy, x: None, ["vjp returned NoneType"]),
+        (lambda x: np.sin(x), lambda dy, x: [1.0, 2.0], ["vjp returned list"]),
+        (lambda x: np.sin(x), lambda dy, x: np.ones(3), ["shape (3,)", "expected (2,)"]),
+        (lambda x: np.sin(x), lambda dy, x: np.array([np.nan, 1.0]), ["non-finite"]),
+        (lambda x: np.array([np.inf, 1.0]), lambda dy, x: dy, ["forward returned a non-finite"]),
+        (lambda x: np.ones(2, dtype=int), lambda dy, x: dy, ["floating dtype"]),
+        (lambda x: x * np.random.default_rng().random(), lambda dy, x: dy, ["nondeterministic"]),
+    ],
+)
+def test_broken_callables_give_status_error(forward, vjp, words):
+    result = gc.check_vjp(forward, vjp, {"x": np.array([0.5, 1.5])}, "x")
+    assert result.status == "error"
+    for w in words:
+        assert w in result.message, result.message
+
+
+def test_in_place_mutation_is_reported():
+    def vjp(dy, x):
+        x += 1
+        return dy * np.cos(x)
+
+    result = gc.check_vjp(lambda x: np.sin(x), vjp, {"x": np.array([0.5, 1.5])}, "x")
+    assert result.status == "error" and "modified its input 'x'" in result.message
+
+
+def test_transposed_shape_is_hinted():
+    result = gc.check_vjp(fn.linear, lambda dy, W, x, b: np.outer(x, dy),
+                          {"W": np.ones((2, 3)), "x": np.ones(3), "b": np.ones(2)}, "W")
+    assert result.status == "error" and "transposed?" in result.message
+
+
+# ---------------------------------------------------------------- messages
+
+
+def test_explain_reads_like_numpy_testing():
+    _, vjp, case, wrt, _ = MUTANTS["sign-flip"]
+    text = gc.check_vjp(fn.linear, vjp, case, wrt).explain()
+    for part in ["Criterion:", "Mismatched elements: 3 / 3 (100 %)", "Max absolute difference",
+                 "Max relative difference", "Diagnosis: sign flipped", "W (3, 3)", "seed 0"]:
+        assert part in text, text
+
+
+def test_assert_vjp_raises_gradient_mismatch():
+    with pytest.raises(gc.GradientMismatch, match="Mismatched elements") as info:
+        gc.assert_vjp(fn.linear, flip(fn.linear_dx), LIN, "x")
+    assert isinstance(info.value, AssertionError) and info.value.result.status == "fail"
+    assert gc.assert_vjp(fn.linear, fn.linear_dx, LIN, "x").ok
