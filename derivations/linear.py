@@ -28,8 +28,15 @@ from gradcheck.strategies import float_arrays
 
 
 def forward(W: np.ndarray, x: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """y = W x + b; a leading batch axis on any one argument is carried to y."""
-    return np.einsum("...mn,...n->...m", W, x) + b
+    """y = W x + b; a leading batch axis on any one argument is carried to y.
+
+    Accumulates sum_j W[:, j] x_j in a fixed order, then adds b, so each output is rounded
+    the same way with or without a batch axis (a BLAS or einsum product need not be).
+    """
+    y = W[..., :, 0] * x[..., 0, None]
+    for j in range(1, W.shape[-1]):
+        y = y + W[..., :, j] * x[..., j, None]
+    return y + b
 
 
 def cases(*, max_side: int = 4, max_magnitude: float = 1e3) -> st.SearchStrategy[dict[str, Any]]:
@@ -63,12 +70,8 @@ linear = Derivation(
 )
 
 # As written: "dL/dy . x" read as the outer product dy x^T (the product with W's shape).
-linear.formula(
-    "W", lambda dy, W, x, b: np.outer(dy, x), variant="as-written", text="dL/dW = dL/dy . x"
-)
-linear.formula(
-    "W", lambda dy, W, x, b: np.outer(dy, x), variant="reference", text="dL/dW_ij = dL/dy_i x_j"
-)
+linear.formula("W", lambda dy, W, x, b: np.outer(dy, x), variant="as-written", text="dL/dW = dL/dy . x")
+linear.formula("W", lambda dy, W, x, b: np.outer(dy, x), variant="reference", text="dL/dW_ij = dL/dy_i x_j")
 # As written: "dL/dy . 1" is dy itself.
 linear.formula("b", lambda dy, W, x, b: dy.copy(), variant="as-written", text="dL/db = dL/dy . 1")
 linear.formula("b", lambda dy, W, x, b: dy.copy(), variant="reference", text="dL/db = dL/dy")

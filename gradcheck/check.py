@@ -196,6 +196,7 @@ def _fill(result: CaseResult, a: np.ndarray, v: Verdicts, shape: tuple[int, ...]
     rel = compare.rel_error(a, v.numeric, v.atol, result.rtol)
     result.numeric = v.numeric.reshape(shape)
     result.rel_error = rel.reshape(shape)
+    result.failed, result.kinked = bad.reshape(shape), v.kink.reshape(shape)
     result.checked, result.mismatches = a.size, int(bad.sum())
     result.nonsmooth = int(v.kink.sum())
     result.max_rel_error = float(rel.max(initial=0.0))

@@ -104,8 +104,10 @@ def diagnose(
         return ""
     if _fits(a, -n, tol, rtol):
         return "sign flipped: analytic = -numeric"
+    if np.all(np.abs(a) <= tol) and np.any(np.abs(n) > tol):
+        return "analytic is zero everywhere, the gradient is not"
     nn = float(np.sum(n * n))
-    if nn > 0:
+    if nn > 0 and np.count_nonzero(np.abs(n) > tol) >= 2:  # one element fits any scale
         c = float(np.sum(a * n)) / nn
         if abs(c - 1) > 1e-3 and _fits(a, c * n, tol, rtol):
             return f"constant scale: analytic = {c:.6g} * numeric"

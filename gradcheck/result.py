@@ -36,6 +36,8 @@ class CaseResult:
     analytic: np.ndarray | None = None
     numeric: np.ndarray | None = None
     rel_error: np.ndarray | None = None
+    failed: np.ndarray | None = None  # element-wise: outside tolerance and not at a kink
+    kinked: np.ndarray | None = None  # element-wise: at a kink
     max_rel_error: float = 0.0
     max_abs_error: float = 0.0
     worst_index: tuple[int, ...] | None = None

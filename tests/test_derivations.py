@@ -107,7 +107,8 @@ def test_each_module_declares_one_derivation() -> None:
         variants = {(f.wrt, f.variant) for f in d.formulas}
         wrts = {f.wrt for f in d.formulas}
         assert variants == {(w, v) for w in wrts for v in ("as-written", "reference")}
-        assert all(f.expect == "pass" and f.text for f in d.formulas)
+        assert all(f.text for f in d.formulas)
+        assert all(f.expect == "pass" for f in d.formulas if f.variant == "reference")
 
 
 @pytest.mark.parametrize("name", sorted(DERIVATIONS))
@@ -291,8 +292,8 @@ def test_maxpool_hand_built_overlap() -> None:
     d = pool_mod.maxpool2d
     dy = np.array([[[1.0, 2.0], [3.0, 4.0]]])
     # Centre is the max of all four 2x2 windows at stride 1.
-    shared = {"x": np.array([[[1.0, 2.0, 3.0], [4.0, 9.0, 5.0], [6.0, 7.0, 8.0]]]), "M": 2, "N": 2}
-    case = {**shared, "s": 1}
+    x = np.array([[[1.0, 2.0, 3.0], [4.0, 9.0, 5.0], [6.0, 7.0, 8.0]]])
+    case = {"x": x, "M": 2, "N": 2, "s": 1}
     np.testing.assert_array_equal(d.forward(**case), [[[9.0, 9.0], [9.0, 9.0]]])
     reference = formula(d, "x", "reference")(dy, **case)
     written = formula(d, "x", "as-written")(dy, **case)
