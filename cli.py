@@ -3,8 +3,12 @@
 Run from the checkout as ``python cli.py ...``. The built-in catalogue is every module in
 ``derivations/``; ``--module NAME_OR_PATH`` adds your own (loading a module runs its code).
 
+A PATTERN selects formulas by id: the exact id, a glob (``*`` and ``?``; brackets are
+literal, as in ``linear.d*[reference]``), or otherwise a substring (``maxpool``).
+
 Exit codes: 0 every formula's outcome matches its expectation; 1 one does not; 2 usage
-error (unknown formula, module that does not load, bad option); 3 internal error.
+error (unknown formula, module that does not load, bad option, unwritable --output);
+3 internal error; 130 interrupted (the report then holds the formulas finished so far).
 """
 
 from __future__ import annotations
@@ -13,13 +17,15 @@ import difflib
 import fnmatch
 import os
 import sys
+import tempfile
 import traceback
 from pathlib import Path
+from typing import Any
 
 import click
 
 HERE = Path(__file__).resolve().parent
-EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 def builtin_modules() -> list[str]:
@@ -27,8 +33,33 @@ def builtin_modules() -> list[str]:
                   if p.stem != "__init__")
 
 
-def select(modules: list[str], patterns: tuple[str, ...]) -> list:
-    """The formulas of ``modules`` whose ids match any pattern (glob, or substring)."""
+def matches(pattern: str, fid: str) -> bool:
+    """Exact id, glob with ``*``/``?`` (brackets literal), or substring."""
+    if pattern == fid:
+        return True
+    if "*" in pattern or "?" in pattern:
+        return fnmatch.fnmatchcase(fid, pattern.replace("[", "[[]"))
+    return pattern in fid
+
+
+def suggestions(pattern: str, formulas: list[Any]) -> list[str]:
+    """Close names for an unknown pattern: ids, ``name.dwrt`` and derivation names."""
+    names = sorted({f.id for f in formulas} | {f"{f.derivation.name}.d{f.wrt}" for f in formulas}
+                   | {f.derivation.name for f in formulas})
+    folded = [n for n in names if pattern.lower() in n.lower()]
+    close = difflib.get_close_matches(pattern, names, n=3, cutoff=0.6)
+    close += difflib.get_close_matches(pattern.lower(), [n.lower() for n in names], n=3,
+                                       cutoff=0.6)
+    shown: list[str] = []
+    for name in folded + close:
+        real = next(n for n in names if n.lower() == name.lower())
+        if real not in shown:
+            shown.append(real)
+    return shown[:3]
+
+
+def select(modules: list[str], patterns: tuple[str, ...]) -> list[Any]:
+    """The formulas of ``modules`` whose ids match any pattern, sorted by id."""
     from gradcheck.declare import collect_formulas
     from gradcheck.errors import LoadError
 
@@ -36,35 +67,37 @@ def select(modules: list[str], patterns: tuple[str, ...]) -> list:
         formulas = collect_formulas(modules)
     except LoadError as exc:
         raise click.UsageError(str(exc)) from exc
-    if not patterns:
-        return formulas
-    chosen, ids = [], [f.id for f in formulas]
+    if not formulas:
+        raise click.UsageError(f"no formulas found in {', '.join(modules)}: their derivations "
+                               "register none")
+    chosen: dict[str, Any] = {}
     for pattern in patterns:
-        glob = pattern if any(c in pattern for c in "*?[") else f"*{pattern}*"
-        hits = [f for f in formulas if fnmatch.fnmatchcase(f.id, glob)]
+        hits = [f for f in formulas if matches(pattern, f.id)]
         if not hits:
-            close = difflib.get_close_matches(pattern, ids, n=3, cutoff=0.4)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            close = suggestions(pattern, formulas)
+            hint = f"; did you mean {', '.join(close)}?" if close else \
+                "; `python cli.py list` shows them all"
             raise click.UsageError(f"no formula matches {pattern!r}{hint}")
-        chosen += [f for f in hits if f not in chosen]
-    return sorted(chosen, key=lambda f: f.id)
+        chosen.update((f.id, f) for f in hits)
+    return formulas if not patterns else [chosen[k] for k in sorted(chosen)]
 
 
-def module_options(fn):
+def module_options(fn: Any) -> Any:
     fn = click.option("--module", "-m", "modules", multiple=True, metavar="NAME_OR_PATH",
-                      help="Also load formulas from this module (repeatable).")(fn)
+                      help="Also load formulas from this module, by dotted name or .py path "
+                      "(repeatable).")(fn)
     return click.option("--builtin/--no-builtin", default=True, show_default=True,
                         help="Include the built-in catalogue in derivations/.")(fn)
 
 
 def modules_of(builtin: bool, modules: tuple[str, ...]) -> list[str]:
-    chosen = (builtin_modules() if builtin else []) + list(modules)
+    chosen = list(dict.fromkeys((builtin_modules() if builtin else []) + list(modules)))
     if not chosen:
         raise click.UsageError("no modules to load: give --module or drop --no-builtin")
     return chosen
 
 
-def run_options(fn):
+def run_options(fn: Any) -> Any:
     for decorator in reversed([
         click.option("--examples", "-n", type=click.IntRange(min=1), default=100,
                      show_default=True, help="Hypothesis cases per formula."),
@@ -78,14 +111,55 @@ def run_options(fn):
     return fn
 
 
-class Cli(click.Group):
-    """Click's usage errors exit 2; anything unexpected exits 3 with its traceback."""
+def writable_output(ctx: click.Context, param: click.Parameter, value: Path | None) -> Any:
+    """Check --output before the run: its folder exists and a file can be created there."""
+    if value is None or str(value) == "-":
+        return None  # stdout
+    if value.is_dir():
+        raise click.BadParameter(f"{str(value)!r} is a directory; give a file name", ctx, param)
+    folder = value.parent
+    if not folder.exists():
+        raise click.BadParameter(f"directory {str(folder)!r} does not exist", ctx, param)
+    if not folder.is_dir():
+        raise click.BadParameter(f"{str(folder)!r} is not a directory", ctx, param)
+    if value.exists() and not os.access(value, os.W_OK):
+        raise click.BadParameter(f"{str(value)!r} is not writable", ctx, param)
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{value.name}.probe."):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise click.BadParameter(f"cannot create a file in {str(folder)!r}: {reason}",
+                                 ctx, param) from exc
+    return value
 
-    def invoke(self, ctx: click.Context):
+
+class OutputError(click.ClickException):
+    exit_code = EXIT_USAGE
+
+
+def stderr_is_tty() -> bool:
+    return sys.stderr.isatty()
+
+
+def use_color(stream: Any) -> bool:
+    """Colour only on a terminal, and never with NO_COLOR set (https://no-color.org)."""
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
+class Cli(click.Group):
+    """Click's usage errors exit 2; Ctrl-C exits 130; anything unexpected exits 3."""
+
+    def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except KeyboardInterrupt:
+            click.echo("\ngradcheck: interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
         except Exception:
             click.echo("gradcheck: internal error, please report it:\n" + traceback.format_exc(),
                        err=True)
@@ -105,11 +179,15 @@ def list_cmd(patterns: tuple[str, ...], builtin: bool, modules: tuple[str, ...])
     formulas = select(modules_of(builtin, modules), patterns)
     width = max(len(f.id) for f in formulas)
     for f in formulas:
-        click.echo(f"{f.id:<{width}}  {f.variant:<10}  expect {f.expect:<9}  {f.source}")
+        origin = f.source or f.derivation.module
+        click.echo(f"{f.id:<{width}}  {f.variant:<10}  expect {f.expect:<9}  {origin}")
 
 
 def _progress(fid: str, done: int, total: int) -> None:
-    click.echo(f"\r\x1b[2K[{done}/{total}] {fid}", err=True, nl=False)
+    width = 20
+    filled = width * done // max(total, 1)
+    bar = "#" * filled + "-" * (width - filled)
+    click.echo(f"\r\x1b[2K[{bar}] {done}/{total} {fid}", err=True, nl=False)
 
 
 @main.command()
@@ -117,26 +195,26 @@ def _progress(fid: str, done: int, total: int) -> None:
 @run_options
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "markdown", "junit"]),
               default="table", show_default=True, help="Report format.")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True, path_type=Path),
-              default=None, help="Write the report here (atomically) instead of stdout.")
+@click.option("--output", "-o", type=click.Path(path_type=Path), callback=writable_output,
+              default=None, help="Write the report here (atomically); '-' or none: stdout.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes.")
 @module_options
-def check(patterns, examples, seed, mode, fmt, output, jobs, builtin, modules) -> None:
+def check(patterns: tuple[str, ...], examples: int, seed: int, mode: str, fmt: str,
+          output: Path | None, jobs: int, builtin: bool, modules: tuple[str, ...]) -> None:
     """Check formulas over property-generated cases and report per formula."""
-    from gradcheck.report import RENDERERS, write_atomic
+    from gradcheck.report import RENDERERS, render_table, write_atomic
     from gradcheck.runner import Settings, run_all
 
     chosen = modules_of(builtin, modules)
     formulas = select(chosen, patterns)
-    show = sys.stderr.isatty()
+    show = stderr_is_tty()
     run = run_all(formulas, Settings(examples=examples, seed=seed, mode=mode),
                   _progress if show else None, jobs=jobs, modules=chosen)
     if show:
         click.echo("\r\x1b[2K", err=True, nl=False)
     if fmt == "table":
-        color = output is None and sys.stdout.isatty() and "NO_COLOR" not in os.environ
-        text = RENDERERS[fmt](run, color=color)
+        text = render_table(run, color=output is None and use_color(sys.stdout))
     else:
         text = RENDERERS[fmt](run)
     if output is None:
@@ -145,62 +223,56 @@ def check(patterns, examples, seed, mode, fmt, output, jobs, builtin, modules) -
         try:
             write_atomic(output, text)
         except OSError as exc:
-            raise click.FileError(str(output), hint=exc.strerror or str(exc)) from exc
+            raise OutputError(f"could not write the report to {str(output)!r}: "
+                              f"{exc.strerror or exc}") from exc
         click.echo(f"report written to {output}", err=True)
     if run.interrupted:
         click.echo("interrupted: the report holds the formulas finished so far", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
+    broken = [r.id for r in run.results if r.internal]
+    if broken:
+        click.echo(f"gradcheck: internal error (a bug in gradcheck, please report it) while "
+                   f"checking {', '.join(broken)}; see the report", err=True)
+        sys.exit(EXIT_INTERNAL)
     sys.exit(EXIT_OK if run.ok else EXIT_MISMATCH)
-
-
-def error_grid(result) -> str:
-    """Relative error per element, one 2-D grid per leading index: '.' agrees, 'k' kink."""
-    import numpy as np
-
-    if result.rel_error is None or result.failed is None:
-        return "(no element-wise data in directional mode)"
-    shape = (1,) * max(0, 2 - result.rel_error.ndim) + result.rel_error.shape
-    rel, failed = result.rel_error.reshape(shape), result.failed.reshape(shape)
-    kinked = result.kinked.reshape(shape)
-    out = []
-    for lead in np.ndindex(*shape[:-2]):
-        title = f"[{', '.join(map(str, lead))}, :, :]" if lead else ""
-        out.append(f"{result.wrt}{title}: relative error where it disagrees ('.' agrees)")
-        for i in range(shape[-2]):
-            cells = ["k" if kinked[lead][i, j] else f"{rel[lead][i, j]:.2g}"
-                     if failed[lead][i, j] else "." for j in range(shape[-1])]
-            out.append("  " + " ".join(c.rjust(7) for c in cells))
-    return "\n".join(out)
 
 
 @main.command()
 @click.argument("formula")
 @run_options
 @module_options
-def explain(formula, examples, seed, mode, builtin, modules) -> None:
+def explain(formula: str, examples: int, seed: int, mode: str, builtin: bool,
+            modules: tuple[str, ...]) -> None:
     """Show a formula, a fresh verdict, its minimal counterexample and where it is wrong."""
+    from gradcheck.report import error_grid
     from gradcheck.runner import Settings, run_formula
 
-    matches = select(modules_of(builtin, modules), (formula,))
-    exact = [f for f in matches if f.id == formula]
-    if len(matches) > 1 and not exact:
-        raise click.UsageError(f"{formula!r} matches {len(matches)} formulas: "
-                               + ", ".join(f.id for f in matches))
-    f = (exact or matches)[0]
-    click.echo(f"{f.id}   ({f.source}; variant {f.variant}, expect {f.expect})")
-    click.echo(f"  {f.text}")
+    found = select(modules_of(builtin, modules), (formula,))
+    exact = [f for f in found if f.id == formula]
+    if len(found) > 1 and not exact:
+        raise click.UsageError(f"{formula!r} matches {len(found)} formulas: "
+                               + ", ".join(f.id for f in found) + "; give one id")
+    f = (exact or found)[0]
+    click.echo(f"{f.id}   ({f.source or f.derivation.module}; variant {f.variant}, "
+               f"expect {f.expect})")
+    if f.text:
+        click.echo(f"  {f.text}")
     r = run_formula(f, Settings(examples=examples, seed=seed, mode=mode))
+    worst = "-" if r.max_rel_error is None else f"{r.max_rel_error:.3g}"
     click.echo(f"\nVerdict: {r.status} over {r.cases} cases "
                f"({'as expected' if r.matches_expectation else 'NOT as expected'}); "
-               f"max relative error {r.max_rel_error if r.max_rel_error is not None else '-'}")
+               f"max relative error {worst}")
+    if r.coverage:
+        click.echo("Coverage: " + ", ".join(f"{k} {v}" for k, v in r.coverage.items()))
     if r.failing_result is None:
         if r.message:
             click.echo("\n" + r.message)
-        sys.exit(EXIT_OK if r.matches_expectation else EXIT_MISMATCH)
-    click.echo("\nMinimal counterexample:\n" + r.failing_result.explain())
-    if r.failing_result.status != "error":
-        click.echo("\n" + error_grid(r.failing_result))
-    sys.exit(EXIT_OK if r.matches_expectation else EXIT_MISMATCH)
+    else:
+        title = "Minimal counterexample" if r.status in ("fail", "error") else "Case at a kink"
+        click.echo(f"\n{title}:\n" + r.failing_result.explain())
+        if r.failing_result.status != "error":
+            click.echo("\n" + error_grid(r.failing_result))
+    sys.exit(EXIT_INTERNAL if r.internal else EXIT_OK if r.matches_expectation else EXIT_MISMATCH)
 
 
 if __name__ == "__main__":

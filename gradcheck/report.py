@@ -1,19 +1,28 @@
-"""Renderers for a run: terminal table, JSON (schema gradcheck-report/1), Markdown, JUnit XML."""
+"""Renderers for a run: terminal table, JSON (schema gradcheck-report/1), Markdown, JUnit XML.
+
+Also the element-wise error grid that ``cli.py explain`` prints for a counterexample.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
+import re
 import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from gradcheck.compare import RULE
+from gradcheck.result import CaseResult
 from gradcheck.runner import FormulaResult, Run
 
 SCHEMA = "gradcheck-report/1"
+STATUSES = ("pass", "fail", "nonsmooth", "error")
 
 
 def write_atomic(path: str | os.PathLike[str], text: str) -> None:
@@ -33,21 +42,31 @@ def write_atomic(path: str | os.PathLike[str], text: str) -> None:
 
 def versions() -> dict[str, str]:
     import hypothesis
-    import numpy
 
     import gradcheck
 
-    return {"python": platform.python_version(), "numpy": numpy.__version__,
+    return {"python": platform.python_version(), "numpy": np.__version__,
             "hypothesis": hypothesis.__version__, "gradcheck": gradcheck.__version__}
 
 
 def summary(run: Run) -> dict[str, int]:
-    counts = {s: 0 for s in ("pass", "fail", "nonsmooth", "error")}
+    counts = {s: 0 for s in STATUSES}
     for r in run.results:
-        counts[r.status] += 1
+        counts[r.status] = counts.get(r.status, 0) + 1
     counts["formulas"] = len(run.results)
     counts["unexpected"] = sum(not r.matches_expectation for r in run.results)
     return counts
+
+
+def _finite_json(value: Any) -> Any:
+    """Non-finite floats become null (strict JSON has no inf or nan)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_json(v) for v in value]
+    return value
 
 
 def to_dict(run: Run) -> dict[str, Any]:
@@ -67,7 +86,7 @@ def to_dict(run: Run) -> dict[str, Any]:
 
 
 def render_json(run: Run) -> str:
-    return json.dumps(to_dict(run), indent=2, sort_keys=False) + "\n"
+    return json.dumps(_finite_json(to_dict(run)), indent=2, allow_nan=False) + "\n"
 
 
 def _num(x: float | None) -> str:
@@ -75,9 +94,11 @@ def _num(x: float | None) -> str:
 
 
 def short_counterexample(r: FormulaResult) -> str:
+    """The case in one short line; for an error, the first line of its message."""
     c = r.counterexample
-    if not c:
-        return r.message.splitlines()[0][:60] if r.message else ""
+    if r.status == "error" or not c:
+        first = r.message.strip().splitlines()[0] if r.message.strip() else ""
+        return first if len(first) <= 60 else first[:59] + "…"
     shapes = " ".join(f"{k}{'×'.join(map(str, v)) or '()'}" for k, v in c["shapes"].items())
     params = " ".join(f"{k}={v}" for k, v in c["params"].items())
     return f"{shapes} {params}".strip()
@@ -99,21 +120,24 @@ def rows(run: Run) -> list[tuple[str, ...]]:
 
 def footer(run: Run) -> str:
     s = summary(run)
-    text = (f"{s['formulas']} formulas: {s['pass']} pass, {s['fail']} fail, "
+    noun = "formula" if s["formulas"] == 1 else "formulas"
+    text = (f"{s['formulas']} {noun}: {s['pass']} pass, {s['fail']} fail, "
             f"{s['nonsmooth']} nonsmooth, {s['error']} error; "
             f"{s['unexpected']} not as expected ({run.seconds:.1f} s)")
     return text + (" - INTERRUPTED" if run.interrupted else "")
 
 
+_PAINT = {"pass": "32", "fail": "31", "nonsmooth": "33", "error": "35"}
+
+
 def render_table(run: Run, color: bool = False) -> str:
     table = [COLUMNS, *rows(run)]
     widths = [max(len(row[i]) for row in table) for i in range(len(COLUMNS))]
-    paint = {"pass": "32", "fail": "31", "nonsmooth": "33", "error": "35"}
     lines = []
     for n, row in enumerate(table):
         cells = [c.ljust(w) for c, w in zip(row, widths, strict=True)]
         if color and n:
-            cells[3] = f"\x1b[{paint[row[3]]}m{cells[3]}\x1b[0m"
+            cells[3] = f"\x1b[{_PAINT.get(row[3], '0')}m{cells[3]}\x1b[0m"
             if not row[4].startswith("ok"):
                 cells[4] = f"\x1b[1;31m{cells[4]}\x1b[0m"
         lines.append("  ".join(cells).rstrip())
@@ -124,6 +148,11 @@ def render_table(run: Run, color: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _fence(text: str) -> str:
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    return "`" * max(3, longest + 1)
+
+
 def render_markdown(run: Run) -> str:
     lines = ["## gradcheck", "", f"**{footer(run)}**", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
@@ -131,49 +160,103 @@ def render_markdown(run: Run) -> str:
         cells = [c.replace("|", "\\|") for c in row]
         cells[0] = f"`{cells[0]}`"
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Rule: {RULE}", "",
+    lines += ["", f"Rule: `{RULE}`", "",
               f"Settings: {run.settings.examples} examples, seed {run.settings.seed}, "
               f"mode {run.settings.mode}, {run.settings.dtype}"]
-    failing = [r for r in run.results if r.counterexample or r.message]
-    for r in failing:
+    for r in run.results:
+        if not (r.counterexample or r.message):
+            continue
+        detail = _detail(r)
+        fence = _fence(detail)
         lines += ["", f"<details><summary><code>{r.id}</code>: {r.status}</summary>", "",
-                  "```", _detail(r), "```", "</details>"]
+                  fence, detail, fence, "", "</details>"]
     return "\n".join(lines) + "\n"
 
 
 def _detail(r: FormulaResult) -> str:
     if r.failing_result is not None:
-        return r.failing_result.explain()
-    if r.counterexample:
-        return json.dumps(r.counterexample, indent=2)
-    return r.message
+        text = r.failing_result.explain()
+    elif r.counterexample:
+        text = json.dumps(_finite_json(r.counterexample), indent=2)
+    else:
+        text = ""
+    if r.message and r.message not in text:
+        text = f"{text}\n{r.message}" if text else r.message
+    return text
+
+
+_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def _xml(text: str) -> str:
+    """Text that XML 1.0 can hold (control characters dropped, e.g. from a traceback)."""
+    return _XML_INVALID.sub("", text)
 
 
 def render_junit(run: Run) -> str:
     s = summary(run)
     failures = sum(not r.matches_expectation and r.status != "error" for r in run.results)
-    suite = ET.Element("testsuite", name="gradcheck", tests=str(s["formulas"]),
-                       failures=str(failures), errors=str(s["error"]), time=f"{run.seconds:.3f}")
+    suites = ET.Element("testsuites", name="gradcheck")
+    suite = ET.SubElement(suites, "testsuite", name="gradcheck", tests=str(s["formulas"]),
+                          failures=str(failures), errors=str(s["error"]), skipped="0",
+                          time=f"{run.seconds:.3f}")
+    props = ET.SubElement(suite, "properties")
+    for key, value in (("schema", SCHEMA), ("examples", run.settings.examples),
+                       ("seed", run.settings.seed), ("mode", run.settings.mode),
+                       ("dtype", run.settings.dtype), ("interrupted", run.interrupted)):
+        ET.SubElement(props, "property", name=key, value=str(value))
     for r in run.results:
         case = ET.SubElement(suite, "testcase", classname=f"gradcheck.{r.derivation}",
                              name=r.id, time=f"{r.seconds:.3f}")
         props = ET.SubElement(case, "properties")
-        for key in ("status", "expect", "variant", "cases", "max_rel_error", "median_rel_error"):
-            ET.SubElement(props, "property", name=key, value=str(getattr(r, key)))
+        for key in ("derivation", "wrt", "variant", "expect", "status", "matches_expectation",
+                    "cases", "max_rel_error", "median_rel_error"):
+            ET.SubElement(props, "property", name=key, value=_xml(str(getattr(r, key))))
         ET.SubElement(props, "property", name="coverage", value=json.dumps(r.coverage))
+        ET.SubElement(props, "property", name="counterexample",
+                      value=_xml(short_counterexample(r) or "-"))
         if r.status == "error":
-            ET.SubElement(case, "error", message=r.message.splitlines()[0] if r.message else
-                          "error").text = _detail(r)
+            first = r.message.strip().splitlines()[0] if r.message.strip() else "error"
+            ET.SubElement(case, "error", message=_xml(first)).text = _xml(_detail(r))
         elif not r.matches_expectation:
-            msg = f"expected {r.expect}, got {r.status}"
-            ET.SubElement(case, "failure", message=msg).text = _detail(r) if (
-                r.counterexample) else msg
+            msg = f"expected {r.expect}, got {r.status} over {r.cases} cases"
+            ET.SubElement(case, "failure", message=msg).text = _xml(_detail(r) or msg)
         elif r.expect != "pass":
-            ET.SubElement(case, "system-out").text = f"expected {r.expect} and got it:\n" + (
-                _detail(r))
-    ET.indent(suite)
-    return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
+            ET.SubElement(case, "system-out").text = _xml(
+                f"expected {r.expect} and got it:\n{_detail(r)}")
+    ET.indent(suites)
+    return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
 
 
 RENDERERS = {"table": render_table, "json": render_json, "markdown": render_markdown,
              "junit": render_junit}
+
+
+def error_grid(result: CaseResult, max_side: int = 12, max_slices: int = 8) -> str:
+    """Relative error per element, one 2-D grid per leading index: '.' agrees, 'k' kink.
+
+    Larger inputs are cut to ``max_side`` rows and columns and ``max_slices`` slices.
+    """
+    if result.rel_error is None or result.failed is None:
+        return "(no element-wise data: the case was checked along random directions)"
+    shape = (1,) * max(0, 2 - result.rel_error.ndim) + result.rel_error.shape
+    rel, failed = result.rel_error.reshape(shape), result.failed.reshape(shape)
+    kinked = (np.zeros(shape, bool) if result.kinked is None else result.kinked.reshape(shape))
+    rows_, cols = shape[-2:]
+    out = [f"Relative error of the gradient in {result.wrt!r}, shape "
+           f"{tuple(result.rel_error.shape)}, where analytic and numeric disagree "
+           "('.' agrees, 'k' at a kink):"]
+    for n, lead in enumerate(np.ndindex(*shape[:-2])):
+        if n == max_slices:
+            out.append(f"... {math.prod(shape[:-2]) - n} more slices")
+            break
+        if lead:
+            out.append(f"{result.wrt}[{', '.join(map(str, lead))}, :, :]")
+        for i in range(min(rows_, max_side)):
+            cells = ["k" if kinked[lead][i, j] else f"{rel[lead][i, j]:.2g}"
+                     if failed[lead][i, j] else "." for j in range(min(cols, max_side))]
+            more = " ..." if cols > max_side else ""
+            out.append("  " + " ".join(c.rjust(7) for c in cells) + more)
+        if rows_ > max_side:
+            out.append(f"  ... {rows_ - max_side} more rows")
+    return "\n".join(out)

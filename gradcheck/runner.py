@@ -1,7 +1,7 @@
 """Property-based runs: hypothesis draws cases for a formula, the engine checks each one.
 
 A failing case is shrunk by hypothesis to a minimal counterexample; the search is steered
-toward large errors with ``hypothesis.target``. Only the cases drawn before the first
+toward large errors with ``hypothesis.target``. Only the cases drawn up to the first
 failure count as checked (shrinking replays do not). A formula that crashes is recorded
 as ``error`` and the run goes on with the others.
 """
@@ -18,11 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from gradcheck.check import check_vjp
+from gradcheck.check import MODES, check_vjp
 from gradcheck.declare import Formula
+from gradcheck.errors import InvalidCase
 from gradcheck.result import CaseResult
 
 SEVERITY = {"pass": 0, "nonsmooth": 1, "fail": 2, "error": 3}
+DTYPES = ("float64", "float32")
 
 
 @dataclass
@@ -33,8 +35,15 @@ class Settings:
     dtype: str = "float64"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.examples, int) or self.examples < 1:
+        if isinstance(self.examples, bool) or not isinstance(self.examples, int) \
+                or self.examples < 1:
             raise ValueError(f"examples must be an integer >= 1, got examples={self.examples!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an integer, got seed={self.seed!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got mode={self.mode!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got dtype={self.dtype!r}")
 
 
 @dataclass
@@ -57,12 +66,15 @@ class FormulaResult:
     # the minimal failing case and its full result, for `explain` (not serialised)
     failing_case: dict[str, Any] | None = field(default=None, repr=False)
     failing_result: CaseResult | None = field(default=None, repr=False)
+    # the engine itself crashed (a bug in gradcheck, not in the formula; not serialised)
+    internal: bool = field(default=False, repr=False)
 
     @property
     def matches_expectation(self) -> bool:
         return self.status == self.expect
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain Python types only (JSON, and pytest-xdist's user_properties)."""
         keys = ("id", "derivation", "wrt", "variant", "expect", "source", "text", "status",
                 "cases", "max_rel_error", "median_rel_error", "counterexample", "coverage",
                 "message", "seconds")
@@ -76,9 +88,19 @@ def _blank(f: Formula) -> FormulaResult:
 
 
 class _CaseFailed(AssertionError):
+    """A case whose verdict is 'fail': hypothesis shrinks it."""
+
     def __init__(self, case: dict[str, Any], result: CaseResult) -> None:
         super().__init__(result.explain())
         self.case, self.result = case, result
+
+
+class _CaseErrored(_CaseFailed):
+    """A case on which the forward or the formula misbehaved (a distinct bug for hypothesis)."""
+
+
+class _EngineBug(Exception):
+    """check_vjp itself crashed on a valid case: a bug in gradcheck, not in the formula."""
 
 
 def _finite(value: float) -> float:
@@ -91,6 +113,23 @@ def _counterexample(result: CaseResult) -> dict[str, Any]:
                               "status", "message", "mismatches", "checked")}
 
 
+def _classifier(formula: Formula) -> Callable[[dict[str, Any]], str] | None:
+    classify = formula.derivation.classify
+    if classify is None:
+        return None
+
+    def safe(case: dict[str, Any]) -> str:
+        try:
+            return str(classify(case))
+        except Exception as exc:
+            raise RuntimeError(
+                f"classify() of derivation {formula.derivation.name!r} raised "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+    return safe
+
+
 def run_formula(formula: Formula, settings: Settings | None = None) -> FormulaResult:
     """Check one formula over hypothesis-generated cases of its derivation."""
     import hypothesis
@@ -98,6 +137,7 @@ def run_formula(formula: Formula, settings: Settings | None = None) -> FormulaRe
 
     settings = settings or Settings()
     d = formula.derivation
+    classify = _classifier(formula)
     out = _blank(formula)
     errors: list[float] = []
     coverage: Counter[str] = Counter()
@@ -114,19 +154,27 @@ def run_formula(formula: Formula, settings: Settings | None = None) -> FormulaRe
     @given(case=d.cases)
     def prop(case: dict[str, Any]) -> None:
         nonlocal failed
-        result = check_vjp(d.forward, formula.vjp, case, formula.wrt, seed=settings.seed,
-                           mode=settings.mode, dtype=settings.dtype, batched=d.batched)
-        if not failed:
+        try:
+            result = check_vjp(d.forward, formula.vjp, case, formula.wrt, seed=settings.seed,
+                               mode=settings.mode, dtype=settings.dtype, batched=d.batched)
+        except InvalidCase:  # the derivation's strategy drew an unusable case
+            raise
+        except Exception as exc:  # forward and vjp are guarded inside: this is the engine
+            raise _EngineBug(f"{type(exc).__name__}: {exc}") from exc
+        if not failed:  # cases replayed while shrinking are not counted
             out.cases += 1
-            if d.classify is not None:
-                coverage[d.classify(case)] += 1
+            if classify is not None:
+                coverage[classify(case)] += 1
             if result.status != "error":
                 errors.append(result.max_rel_error)
             if SEVERITY[result.status] > SEVERITY[worst["status"]]:
                 worst["status"] = result.status
             if result.status == "nonsmooth" and worst["kink"] is None:
                 worst["kink"] = (case, result)
-        if result.status in ("fail", "error"):
+        if result.status == "error":
+            failed = True
+            raise _CaseErrored(case, result)
+        if result.status == "fail":
             failed = True
             raise _CaseFailed(case, result)
         hypothesis.target(_finite(result.max_rel_error), label="max relative error")
@@ -144,9 +192,12 @@ def run_formula(formula: Formula, settings: Settings | None = None) -> FormulaRe
         out.counterexample = _counterexample(exc.result)
         if exc.result.status == "error":
             out.message = exc.result.message
-    except KeyboardInterrupt:
-        raise
-    except Exception as exc:
+    except _EngineBug as exc:
+        out.status, out.internal = "error", True
+        cause = exc.__cause__ or exc
+        out.message = f"internal error in gradcheck (not in the formula): " \
+                      f"{_crash_message(formula, cause)}"
+    except (Exception, SystemExit) as exc:  # a formula calling sys.exit() is an error too
         out.status = "error"
         out.message = _crash_message(formula, exc)
     out.seconds = time.perf_counter() - start
@@ -160,12 +211,12 @@ def run_formula(formula: Formula, settings: Settings | None = None) -> FormulaRe
 def _crash_message(formula: Formula, exc: BaseException) -> str:
     from hypothesis.errors import FailedHealthCheck, HypothesisException
 
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-4:])
     if isinstance(exc, FailedHealthCheck):
         return f"{formula.id}: the case strategy of {formula.derivation.name!r} is unhealthy " \
                f"(a problem of the strategy, not the formula): {exc}"
     if isinstance(exc, HypothesisException):
         return f"{formula.id}: hypothesis could not run the case strategy: {exc}"
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-4:])
     return f"{formula.id}: {type(exc).__name__}: {exc}\n{tb}"
 
 
@@ -192,12 +243,13 @@ def run_all(
     jobs: int = 1,
     modules: list[str] | None = None,
 ) -> Run:
-    """Run formulas in order (or in ``jobs`` worker processes, which load ``modules``).
+    """Run formulas (or in ``jobs`` worker processes, which load ``modules``), sorted by id.
 
-    Ctrl-C keeps every formula finished so far; the run is then marked interrupted.
+    The results are the same, in the same order, whatever ``jobs`` is. Ctrl-C keeps every
+    formula finished so far; the run is then marked interrupted.
     """
     settings = settings or Settings()
-    formulas = list(formulas)
+    formulas = sorted(formulas, key=lambda f: f.id)
     run = Run(settings, [])
     start = time.perf_counter()
     try:
@@ -208,6 +260,8 @@ def run_all(
                 if progress:
                     progress(f.id, i, len(formulas))
                 run.results.append(run_formula(f, settings))
+            if progress and formulas:
+                progress("", len(formulas), len(formulas))
     except KeyboardInterrupt:
         run.interrupted = True
     order = {f.id: i for i, f in enumerate(formulas)}
@@ -220,8 +274,11 @@ _WORKER: dict[str, Formula] = {}
 
 
 def _load_worker(modules: list[str]) -> None:
+    import signal
+
     from gradcheck.declare import collect_formulas
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops the workers
     _WORKER.update({f.id: f for f in collect_formulas(modules)})
 
 
@@ -232,22 +289,39 @@ def _run_in_worker(formula_id: str, settings: Settings) -> FormulaResult:
 def _run_parallel(
     run: Run, formulas: list[Formula], modules: list[str], jobs: int, progress: Progress | None
 ) -> None:
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 
-    with ProcessPoolExecutor(jobs, initializer=_load_worker, initargs=(modules,)) as pool:
-        futures = {pool.submit(_run_in_worker, f.id, run.settings): f for f in formulas}
+    pool = ProcessPoolExecutor(min(jobs, len(formulas)), initializer=_load_worker,
+                               initargs=(modules,))
+    futures: dict[Future[FormulaResult], Formula] = {}
+    collected: set[str] = set()
+
+    def collect(future: Future[FormulaResult]) -> None:
+        f = futures[future]
         try:
-            for done, future in enumerate(as_completed(futures)):
-                f = futures[future]
-                try:
-                    run.results.append(future.result())
-                except Exception as exc:  # the worker died: record it, keep the others
-                    crashed = _blank(f)
-                    crashed.message = f"{f.id}: worker failed: {type(exc).__name__}: {exc}"
-                    run.results.append(crashed)
-                if progress:
-                    progress(f.id, done + 1, len(formulas))
-        except KeyboardInterrupt:
-            for future in futures:
-                future.cancel()
-            raise
+            run.results.append(future.result())
+        except Exception as exc:  # the worker died: record it, keep the others
+            crashed = _blank(f)
+            crashed.message = f"{f.id}: worker failed: {type(exc).__name__}: {exc}"
+            run.results.append(crashed)
+        collected.add(f.id)
+
+    try:
+        futures = {pool.submit(_run_in_worker, f.id, run.settings): f for f in formulas}
+        if progress:
+            progress(formulas[0].id, 0, len(formulas))
+        for done, future in enumerate(as_completed(futures), start=1):
+            collect(future)
+            if progress:
+                pending = [f.id for fu, f in futures.items() if not fu.done()]
+                progress(pending[0] if pending else "", done, len(formulas))
+    except BaseException:  # Ctrl-C above all: keep what finished, stop the rest at once
+        for future in futures:
+            if future.done() and not future.cancelled() and futures[future].id not in collected:
+                collect(future)
+        processes = list((getattr(pool, "_processes", None) or {}).values())  # before shutdown
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.terminate()
+        raise
+    pool.shutdown(wait=True)
