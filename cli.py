@@ -204,7 +204,8 @@ def check(patterns: tuple[str, ...], examples: int, seed: int, mode: str, fmt: s
           output: Path | None, jobs: int, builtin: bool, modules: tuple[str, ...]) -> None:
     """Check formulas over property-generated cases and report per formula."""
     from gradcheck.report import RENDERERS, render_table, write_atomic
-    from gradcheck.runner import Settings, run_all
+    from gradcheck.runall import run_all
+    from gradcheck.runner import Settings
 
     chosen = modules_of(builtin, modules)
     formulas = select(chosen, patterns)

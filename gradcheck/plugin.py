@@ -189,7 +189,8 @@ class Collector:
     def run(self) -> Any:
         from dataclasses import fields
 
-        from gradcheck.runner import FormulaResult, Run, Settings
+        from gradcheck.runall import Run
+        from gradcheck.runner import FormulaResult, Settings
 
         names = {f.name for f in fields(FormulaResult) if f.init}
         records = self.config.stash[results_key]

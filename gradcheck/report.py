@@ -19,7 +19,8 @@ import numpy as np
 
 from gradcheck.compare import RULE
 from gradcheck.result import CaseResult
-from gradcheck.runner import FormulaResult, Run
+from gradcheck.runall import Run
+from gradcheck.runner import FormulaResult
 
 SCHEMA = "gradcheck-report/1"
 STATUSES = ("pass", "fail", "nonsmooth", "error")

@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 import cli
+import gradcheck.runall as runall
 import gradcheck.runner as runner
 from gradcheck.declare import collect_formulas
 
@@ -250,7 +251,7 @@ def no_run(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the run started although --output is unusable")
 
-    monkeypatch.setattr(runner, "run_all", refuse)
+    monkeypatch.setattr(runall, "run_all", refuse)
 
 
 @pytest.mark.parametrize("where, message", [
@@ -296,7 +297,7 @@ def test_internal_error_exits_3_with_the_traceback(monkeypatch):
     def bug(*args, **kwargs):
         raise ZeroDivisionError("a bug inside gradcheck")
 
-    monkeypatch.setattr(runner, "run_all", bug)
+    monkeypatch.setattr(runall, "run_all", bug)
     result = invoke("check", "linear", "-n", "2")
     assert result.exit_code == 3
     assert "internal error" in result.stderr and "ZeroDivisionError" in result.stderr

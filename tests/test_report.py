@@ -12,7 +12,8 @@ import pytest
 from gradcheck import report
 from gradcheck.declare import collect_formulas
 from gradcheck.result import CaseResult
-from gradcheck.runner import FormulaResult, Run, Settings, run_all
+from gradcheck.runall import Run, run_all
+from gradcheck.runner import FormulaResult, Settings
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MODULES = [str(FIXTURES / f"{name}.py") for name in ("good", "raising", "nonsmooth", "broken")]

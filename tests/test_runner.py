@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 import gradcheck.runner as runner
 from gradcheck.declare import Derivation, collect_formulas
-from gradcheck.runner import Settings, run_all, run_formula
+from gradcheck.runall import run_all
+from gradcheck.runner import Settings, run_formula
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MODULES = [str(FIXTURES / f"{name}.py") for name in ("good", "raising", "nonsmooth")]
