@@ -193,8 +193,10 @@ def _progress(fid: str, done: int, total: int) -> None:
 @main.command()
 @click.argument("patterns", nargs=-1)
 @run_options
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "markdown", "junit"]),
-              default="table", show_default=True, help="Report format.")
+@click.option("--format", "fmt",
+              type=click.Choice(["table", "json", "markdown", "junit", "html"]),
+              default="table", show_default=True,
+              help="Report format (html: self-contained page with plots; needs matplotlib).")
 @click.option("--output", "-o", type=click.Path(path_type=Path), callback=writable_output,
               default=None, help="Write the report here (atomically); '-' or none: stdout.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
@@ -238,6 +240,15 @@ def check(patterns: tuple[str, ...], examples: int, seed: int, mode: str, fmt: s
     sys.exit(EXIT_OK if run.ok else EXIT_MISMATCH)
 
 
+def one_formula(formula: str, builtin: bool, modules: tuple[str, ...]) -> Any:
+    found = select(modules_of(builtin, modules), (formula,))
+    exact = [f for f in found if f.id == formula]
+    if len(found) > 1 and not exact:
+        raise click.UsageError(f"{formula!r} matches {len(found)} formulas: "
+                               + ", ".join(f.id for f in found) + "; give one id")
+    return (exact or found)[0]
+
+
 @main.command()
 @click.argument("formula")
 @run_options
@@ -248,12 +259,7 @@ def explain(formula: str, examples: int, seed: int, mode: str, builtin: bool,
     from gradcheck.report import error_grid
     from gradcheck.runner import Settings, run_formula
 
-    found = select(modules_of(builtin, modules), (formula,))
-    exact = [f for f in found if f.id == formula]
-    if len(found) > 1 and not exact:
-        raise click.UsageError(f"{formula!r} matches {len(found)} formulas: "
-                               + ", ".join(f.id for f in found) + "; give one id")
-    f = (exact or found)[0]
+    f = one_formula(formula, builtin, modules)
     click.echo(f"{f.id}   ({f.source or f.derivation.module}; variant {f.variant}, "
                f"expect {f.expect})")
     if f.text:
@@ -274,6 +280,25 @@ def explain(formula: str, examples: int, seed: int, mode: str, builtin: bool,
         if r.failing_result.status != "error":
             click.echo("\n" + error_grid(r.failing_result))
     sys.exit(EXIT_INTERNAL if r.internal else EXIT_OK if r.matches_expectation else EXIT_MISMATCH)
+
+
+@main.command()
+@click.argument("formula")
+@run_options
+@module_options
+def sweep(formula: str, examples: int, seed: int, mode: str, builtin: bool,
+          modules: tuple[str, ...]) -> None:
+    """Print the error of a central difference against the step h, for one case."""
+    from gradcheck.runner import Settings, run_formula
+    from gradcheck.sweep import sweep_table
+
+    f = one_formula(formula, builtin, modules)
+    r = run_formula(f, Settings(examples=examples, seed=seed, mode=mode))
+    if r.sweep is None:
+        raise click.ClickException(f"{f.id}: no case to sweep ({r.status}: {r.message})")
+    which = "the minimal counterexample" if r.failing_case is not None else "the last case"
+    click.echo(f"{f.id}: step-size curve along a random direction, on {which}")
+    click.echo(sweep_table(r.sweep))
 
 
 if __name__ == "__main__":

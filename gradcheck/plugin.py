@@ -35,6 +35,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     default=None, help="How gradients are compared (default auto).")
     group.addoption("--gradcheck-report", default=None, metavar="FILE",
                     help="Write the JSON report (schema gradcheck-report/1) here.")
+    group.addoption("--gradcheck-html", default=None, metavar="FILE",
+                    help="Write the self-contained HTML report here (plots need matplotlib).")
     parser.addini("gradcheck_modules", type="linelist", default=[],
                   help="Formula modules to check, by dotted name or path.")
     parser.addini("gradcheck_examples", type="int", default=100,
@@ -209,11 +211,15 @@ class Collector:
         terminalreporter.write(render_table(self.run()))
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        target = self.config.getoption("gradcheck_report")
-        if not target or hasattr(self.config, "workerinput"):
+        json_target = self.config.getoption("gradcheck_report")
+        html_target = self.config.getoption("gradcheck_html")
+        if not (json_target or html_target) or hasattr(self.config, "workerinput"):
             return
-        from gradcheck.report import render_json, write_atomic
+        from gradcheck.report import render_html, render_json, write_atomic
 
         run = self.run()
         run.interrupted = session.shouldstop is not False or session.shouldfail is not False
-        write_atomic(target, render_json(run))
+        if json_target:
+            write_atomic(json_target, render_json(run))
+        if html_target:
+            write_atomic(html_target, render_html(run))

@@ -30,6 +30,9 @@ def write_atomic(path: str | os.PathLike[str], text: str) -> None:
     """Write via a temporary file in the same folder, then rename: never half a file."""
     target = Path(path)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # as an ordinary new file would be, not mkstemp's 0600
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
@@ -229,8 +232,14 @@ def render_junit(run: Run) -> str:
     return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
 
 
+def render_html(run: Run) -> str:
+    from gradcheck.html import render_html as page
+
+    return page(to_dict(run))
+
+
 RENDERERS = {"table": render_table, "json": render_json, "markdown": render_markdown,
-             "junit": render_junit}
+             "junit": render_junit, "html": render_html}
 
 
 def error_grid(result: CaseResult, max_side: int = 12, max_slices: int = 8) -> str:

@@ -22,6 +22,7 @@ from gradcheck.check import MODES, check_vjp
 from gradcheck.declare import Formula
 from gradcheck.errors import InvalidCase
 from gradcheck.result import CaseResult
+from gradcheck.sweep import step_sweep
 
 SEVERITY = {"pass": 0, "nonsmooth": 1, "fail": 2, "error": 3}
 DTYPES = ("float64", "float32")
@@ -61,6 +62,8 @@ class FormulaResult:
     median_rel_error: float | None = None
     counterexample: dict[str, Any] | None = None
     coverage: dict[str, int] = field(default_factory=dict)
+    case_errors: list[float] = field(default_factory=list)  # max rel error of each case
+    sweep: dict[str, Any] | None = None  # step-size curve of one case (gradcheck.sweep)
     message: str = ""
     seconds: float = 0.0
     # the minimal failing case and its full result, for `explain` (not serialised)
@@ -77,7 +80,7 @@ class FormulaResult:
         """Plain Python types only (JSON, and pytest-xdist's user_properties)."""
         keys = ("id", "derivation", "wrt", "variant", "expect", "source", "text", "status",
                 "cases", "max_rel_error", "median_rel_error", "counterexample", "coverage",
-                "message", "seconds")
+                "message", "seconds", "case_errors", "sweep")
         out = {k: getattr(self, k) for k in keys}
         out["matches_expectation"] = self.matches_expectation
         return out
@@ -107,10 +110,17 @@ def _finite(value: float) -> float:
     return float(value) if np.isfinite(value) else 1e300
 
 
+MAX_PICTURE = 4096  # elements of |analytic - numeric| kept for the report's heat map
+
+
 def _counterexample(result: CaseResult) -> dict[str, Any]:
     s = result.summary()
-    return {k: s[k] for k in ("shapes", "params", "max_rel_error", "worst_index", "diagnosis",
-                              "status", "message", "mismatches", "checked")}
+    out = {k: s[k] for k in ("shapes", "params", "max_rel_error", "worst_index", "diagnosis",
+                             "status", "message", "mismatches", "checked")}
+    a, n = result.analytic, result.numeric
+    small = a is not None and n is not None and a.size <= MAX_PICTURE
+    out["abs_error"] = np.abs(a - n.reshape(a.shape)).tolist() if small else None  # type: ignore
+    return out
 
 
 def _classifier(formula: Formula) -> Callable[[dict[str, Any]], str] | None:
@@ -143,6 +153,7 @@ def run_formula(formula: Formula, settings: Settings | None = None) -> FormulaRe
     coverage: Counter[str] = Counter()
     worst: dict[str, Any] = {"status": "pass", "kink": None}
     failed = False
+    sample: dict[str, Any] | None = None  # the last case: its step-size curve is reported
 
     @hypothesis.seed(settings.seed)
     @hypothesis.settings(
@@ -153,7 +164,7 @@ def run_formula(formula: Formula, settings: Settings | None = None) -> FormulaRe
     )
     @given(case=d.cases)
     def prop(case: dict[str, Any]) -> None:
-        nonlocal failed
+        nonlocal failed, sample
         try:
             result = check_vjp(d.forward, formula.vjp, case, formula.wrt, seed=settings.seed,
                                mode=settings.mode, dtype=settings.dtype, batched=d.batched)
@@ -167,6 +178,7 @@ def run_formula(formula: Formula, settings: Settings | None = None) -> FormulaRe
                 coverage[classify(case)] += 1
             if result.status != "error":
                 errors.append(result.max_rel_error)
+            sample = case
             if SEVERITY[result.status] > SEVERITY[worst["status"]]:
                 worst["status"] = result.status
             if result.status == "nonsmooth" and worst["kink"] is None:
@@ -205,6 +217,14 @@ def run_formula(formula: Formula, settings: Settings | None = None) -> FormulaRe
     if errors:
         out.max_rel_error = float(max(errors))
         out.median_rel_error = float(statistics.median(errors))
+        out.case_errors = [float(e) for e in errors]
+    curve_case = out.failing_case if out.failing_case is not None else sample
+    if curve_case is not None and out.status != "error":
+        try:
+            out.sweep = step_sweep(d.forward, formula.vjp, curve_case, formula.wrt,
+                                   seed=settings.seed, batched=d.batched)
+        except Exception:  # the verdict stands; only the picture is missing
+            out.sweep = None
     return out
 
 
