@@ -102,6 +102,10 @@ class _CaseErrored(_CaseFailed):
     """A case on which the forward or the formula misbehaved (a distinct bug for hypothesis)."""
 
 
+class _CaseProblem(Exception):
+    """The strategy drew an unusable case, classify() raised, or a callable exited."""
+
+
 class _EngineBug(Exception):
     """check_vjp itself crashed on a valid case: a bug in gradcheck, not in the formula."""
 
@@ -132,7 +136,7 @@ def _classifier(formula: Formula) -> Callable[[dict[str, Any]], str] | None:
         try:
             return str(classify(case))
         except Exception as exc:
-            raise RuntimeError(
+            raise _CaseProblem(
                 f"classify() of derivation {formula.derivation.name!r} raised "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
@@ -168,8 +172,12 @@ def run_formula(formula: Formula, settings: Settings | None = None) -> FormulaRe
         try:
             result = check_vjp(d.forward, formula.vjp, case, formula.wrt, seed=settings.seed,
                                mode=settings.mode, dtype=settings.dtype, batched=d.batched)
-        except InvalidCase:  # the derivation's strategy drew an unusable case
-            raise
+        except InvalidCase as exc:
+            raise _CaseProblem(f"the case strategy of {d.name!r} drew an unusable case "
+                               f"(a problem of the strategy, not the formula): {exc}") from exc
+        except SystemExit as exc:
+            raise _CaseProblem(f"the forward or the formula called sys.exit({exc.code!r})"
+                               ) from exc
         except Exception as exc:  # forward and vjp are guarded inside: this is the engine
             raise _EngineBug(f"{type(exc).__name__}: {exc}") from exc
         if not failed:  # cases replayed while shrinking are not counted
@@ -209,7 +217,9 @@ def run_formula(formula: Formula, settings: Settings | None = None) -> FormulaRe
         cause = exc.__cause__ or exc
         out.message = f"internal error in gradcheck (not in the formula): " \
                       f"{_crash_message(formula, cause)}"
-    except (Exception, SystemExit) as exc:  # a formula calling sys.exit() is an error too
+    except _CaseProblem as exc:
+        out.status, out.message = "error", f"{formula.id}: {exc}"
+    except (Exception, SystemExit) as exc:  # raised while drawing a case: the strategy
         out.status = "error"
         out.message = _crash_message(formula, exc)
     out.seconds = time.perf_counter() - start
@@ -237,4 +247,5 @@ def _crash_message(formula: Formula, exc: BaseException) -> str:
     if isinstance(exc, HypothesisException):
         return f"{formula.id}: hypothesis could not run the case strategy: {exc}"
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-4:])
-    return f"{formula.id}: {type(exc).__name__}: {exc}\n{tb}"
+    return f"{formula.id}: the case strategy of {formula.derivation.name!r} raised " \
+           f"{type(exc).__name__}: {exc}\n{tb}"
