@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import os
+import signal
 import sys
 import tempfile
 import traceback
@@ -183,6 +184,10 @@ def list_cmd(patterns: tuple[str, ...], builtin: bool, modules: tuple[str, ...])
         click.echo(f"{f.id:<{width}}  {f.variant:<10}  expect {f.expect:<9}  {origin}")
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def _progress(fid: str, done: int, total: int) -> None:
     width = 20
     filled = width * done // max(total, 1)
@@ -212,6 +217,7 @@ def check(patterns: tuple[str, ...], examples: int, seed: int, mode: str, fmt: s
     chosen = modules_of(builtin, modules)
     formulas = select(chosen, patterns)
     show = stderr_is_tty()
+    signal.signal(signal.SIGTERM, _terminate)  # SIGTERM ends the run like Ctrl-C
     run = run_all(formulas, Settings(examples=examples, seed=seed, mode=mode),
                   _progress if show else None, jobs=jobs, modules=chosen)
     if show:
