@@ -79,6 +79,13 @@ def pytest_configure(config: pytest.Config) -> None:
     for p in paths:
         if not p.is_file():
             raise pytest.UsageError(f"--gradcheck-module: no such file {p}")
+    from gradcheck.runner import Settings
+
+    try:  # a bad ini value or option is a usage error now, not a failure in every item
+        Settings(examples=_setting(config, "examples"), seed=_setting(config, "seed"),
+                 mode=_setting(config, "mode"))
+    except ValueError as exc:
+        raise pytest.UsageError(f"gradcheck: {exc}") from exc
     config.stash[modules_key] = paths
     config.stash[results_key] = {}
     config.pluginmanager.register(Collector(config), "gradcheck-collector")

@@ -155,3 +155,10 @@ def test_readme_own_suite_example_runs(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("-p", "no:cacheprovider")
     outcomes = result.parseoutcomes()
     assert outcomes.get("passed", 0) >= 1 and not outcomes.get("failed"), result.stdout.str()
+
+
+def test_bad_ini_value_is_a_usage_error(project: pytest.Pytester) -> None:
+    project.makeini("[pytest]\ngradcheck_mode = sideways\ngradcheck_examples = 10\n")
+    result = project.runpytest("--gradcheck")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "mode must be one of" in result.stderr.str() and "sideways" in result.stderr.str()
