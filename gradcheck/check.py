@@ -5,10 +5,17 @@ truncation estimate, a smaller step, the kink test) are spent only on the elemen
 first comparison is not already inside the noise-only tolerance, so a passing check costs
 about 2n evaluations. Directional mode compares a few random directional derivatives
 and, when one disagrees, localises the culprits by bisection down to exhaustive blocks.
+
+The case's arrays are used as given, not copied (only a non-contiguous array, or one of
+another dtype, is converted); the engine never writes to them. A forward or vjp that
+modifies an argument (or the upstream gradient) in place is caught by comparing SHA-1
+digests of the arrays' bytes before and after, which costs no memory.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -17,15 +24,13 @@ import numpy as np
 
 from gradcheck import compare
 from gradcheck.errors import GradientMismatch, InvalidCase
-from gradcheck.numeric import DEFAULT_BUDGET, Loss, eps_of, estimate_noise
+from gradcheck.numeric import DEFAULT_BUDGET, Loss, eps_of, estimate_noise, max_abs
 from gradcheck.result import CaseResult, Element
-from gradcheck.verdict import Verdicts, along_direction, compare_elements
+from gradcheck.verdict import REPORTED, Verdicts, compare_elements, directional
 
 MODES = ("auto", "exhaustive", "directional")
 MAX_EXHAUSTIVE = 1 << 16  # auto mode: larger inputs are checked along random directions
 DIRECTIONS = 4
-LEAF = 64  # localisation stops bisecting at blocks this small and checks them element-wise
-REPORTED = 5  # worst elements listed in an explanation
 
 
 class _Broken(Exception):
@@ -96,7 +101,7 @@ def _prepare(
             notes.append(f"{k} cast from {v.dtype} to {target}")
             prepared[k] = v.astype(target)
         elif isinstance(v, np.ndarray) and np.issubdtype(v.dtype, np.floating):
-            prepared[k] = v.copy()
+            prepared[k] = np.ascontiguousarray(v)  # used as given: the engine never writes to it
     return prepared, target, notes
 
 
@@ -107,10 +112,23 @@ def _float_arrays(case: Mapping[str, Any]) -> dict[str, np.ndarray]:
     }
 
 
-def _unchanged(case: dict[str, Any], snapshot: dict[str, np.ndarray], who: str) -> None:
-    for k, before in snapshot.items():
-        if not np.array_equal(case[k], before, equal_nan=True):
-            raise _Broken(f"{who} modified its input {k!r} in place; it must not mutate arguments")
+@functools.lru_cache(maxsize=64)
+def _seed_sequence(seed: int) -> np.random.SeedSequence:
+    """Seeding costs more than a small check's arithmetic; the sequence is reusable."""
+    return np.random.SeedSequence(seed)
+
+
+def _digests(arrays: Mapping[str, np.ndarray]) -> dict[str, bytes]:
+    """A SHA-1 digest of each (C-contiguous) array's bytes: mutation is checked without a copy."""
+    return {k: hashlib.sha1(v.reshape(-1).view(np.uint8).data).digest() for k, v in arrays.items()}
+
+
+def _unchanged(
+    arrays: Mapping[str, np.ndarray], before: dict[str, bytes], who: str, what: str = "input"
+) -> None:
+    for k, digest in _digests(arrays).items():
+        if digest != before[k]:
+            raise _Broken(f"{who} modified its {what} {k!r} in place; it must not mutate arguments")
 
 
 def check_vjp(
@@ -149,41 +167,45 @@ def check_vjp(
             notes.append(f"{x.size} elements > {max_exhaustive}: checked along random directions")
     result.mode = mode
     fwd, back = _guard(forward, "forward"), _guard(vjp, "vjp")
-    rng = np.random.default_rng(seed)
+    rng = np.random.Generator(np.random.PCG64(_seed_sequence(seed)))  # = default_rng(seed)
     try:
-        snapshot = {k: v.copy() for k, v in arrays.items()}
+        before = _digests(arrays)
         y = _as_float_array(fwd(**case), "forward", None)
-        _unchanged(case, snapshot, "forward")
+        _unchanged(arrays, before, "forward")
         if upstream is None:
             g = rng.standard_normal(y.shape).astype(target)
         else:
-            g = np.asarray(upstream, dtype=target)
+            g = np.ascontiguousarray(upstream, dtype=target)
             if g.shape != y.shape:
                 raise InvalidCase(f"upstream has shape {g.shape}; forward returns {y.shape}")
-        a = _as_float_array(back(g, **case), "vjp", x.shape).astype(np.float64)
-        _unchanged(case, snapshot, "vjp")
+        g_before = _digests({"dy": g})
+        a = np.asarray(_as_float_array(back(g, **case), "vjp", x.shape), dtype=np.float64)
+        if any(np.may_share_memory(a, v) for v in (g, *arrays.values())):
+            a = a.copy()  # the vjp returned (a view of) an argument: keep the result its own
+        _unchanged(arrays, before, "vjp")
+        _unchanged({"dy": g}, g_before, "vjp", "upstream gradient")
         loss = Loss(
             fwd, case, wrt, g, batched=batched, budget=budget,
             check_output=lambda out, shape: _as_float_array(out, "forward", shape),
+            reserve=2 * 8 * x.size,  # the analytic gradient and one direction, held beside
         )
-        L0, again = loss.rows(np.stack([x, x]))
         magnitude = float(np.sum(np.abs(g * y)) + np.sum(np.abs(g)) * max(
-            float(np.max(np.abs(v), initial=0.0)) for v in arrays.values()
+            max_abs(v) for v in arrays.values()
         ))
+        L0, again, noise = estimate_noise(loss, magnitude, rng)
         if abs(L0 - again) > compare.SAFETY * eps_of(target) * magnitude:
             raise _Broken(
                 f"forward is nondeterministic: two evaluations at the same input gave "
                 f"{L0!r} and {again!r}"
             )
-        noise = estimate_noise(loss, L0, magnitude, rng)
         result.noise = noise.sigma
         if noise.how == "upper bound":
             notes.append("noise of L not resolved; its highest-order difference bounds it")
         if mode == "exhaustive":
             _exhaustive(result, loss, L0, a, noise.sigma)
         else:
-            _directional(result, loss, L0, a, noise.sigma, rng, directions)
-        _unchanged(case, snapshot, "forward")
+            directional(result, loss, L0, a, noise.sigma, rng, directions)
+        _unchanged(arrays, before, "forward")
         result.evaluations = loss.evaluations
         result.analytic = a
     except _Broken as exc:
@@ -203,20 +225,22 @@ def _fill(result: CaseResult, a: np.ndarray, v: Verdicts, shape: tuple[int, ...]
     result.max_abs_error = float(np.abs(a - v.numeric).max(initial=0.0))
     worst = int(np.argmax(rel))
     result.worst_index = tuple(int(i) for i in np.unravel_index(worst, shape))
-    order = np.argsort(-(rel + 2.0 * bad + 1.0 * v.kink))[:REPORTED]
-    result.worst = [
-        Element(
-            tuple(int(i) for i in np.unravel_index(j, shape)), float(a[j]), float(v.numeric[j]),
-            float(abs(a[j] - v.numeric[j])), float(rel[j]), "fail" if bad[j] else "nonsmooth",
-        )
-        for j in order if bad[j] or v.kink[j]
-    ]
-    if bad.any():
+    if result.mismatches or result.nonsmooth:  # the elements listed: failures, then kinks
+        order = np.argsort(-(rel + 2.0 * bad + 1.0 * v.kink))[:REPORTED]
+        result.worst = [
+            Element(
+                tuple(int(i) for i in np.unravel_index(j, shape)), float(a[j]),
+                float(v.numeric[j]), float(abs(a[j] - v.numeric[j])), float(rel[j]),
+                "fail" if bad[j] else "nonsmooth",
+            )
+            for j in order if bad[j] or v.kink[j]
+        ]
+    if result.mismatches:
         result.status = "fail"
         result.diagnosis = compare.diagnose(
             a.reshape(shape), result.numeric, v.atol.reshape(shape), result.rtol, bad.reshape(shape)
         )
-    elif v.kink.any():
+    elif result.nonsmooth:
         result.status = "nonsmooth"
         result.diagnosis = (
             f"{result.nonsmooth} element(s) sit at a kink: the one-sided differences disagree "
@@ -230,93 +254,6 @@ def _exhaustive(result: CaseResult, loss: Loss, L0: float, a: np.ndarray, sigma:
     af = a.reshape(-1)
     v = compare_elements(loss, L0, af, np.arange(af.size), sigma, result.rtol)
     _fill(result, af, v, a.shape)
-
-
-def _directional(
-    result: CaseResult,
-    loss: Loss,
-    L0: float,
-    a: np.ndarray,
-    sigma: float,
-    rng: np.random.Generator,
-    k: int,
-) -> None:
-    x, rtol = loss.x, result.rtol
-    scale = np.maximum(1.0, np.abs(x.astype(np.float64)))
-    t = eps_of(x.dtype) ** (1 / 3) * float(np.sqrt(np.mean(scale**2)))
-    rows, vs = [], []
-    for _ in range(k):
-        v = rng.standard_normal(x.shape) * scale
-        v /= np.linalg.norm(v)
-        vs.append(v)
-        rows.append(along_direction(loss, L0, v, t, a, sigma, rtol))
-    ana = np.array([r.analytic for r in rows])
-    num = np.array([r.numeric for r in rows])
-    tol = np.array([r.atol for r in rows])
-    ok = np.array([r.ok for r in rows])
-    kink = np.array([r.kink for r in rows])
-    rel = compare.rel_error(ana, num, tol, rtol)
-    bad = ~ok & ~kink
-    result.checked, result.mismatches, result.nonsmooth = k, int(bad.sum()), int(kink.sum())
-    result.max_rel_error = float(rel.max())
-    result.max_abs_error = float(np.abs(ana - num).max())
-    result.worst = [
-        Element(None, float(ana[i]), float(num[i]), float(abs(ana[i] - num[i])), float(rel[i]),
-                "fail" if bad[i] else "nonsmooth")
-        for i in np.argsort(-rel) if bad[i] or kink[i]
-    ]
-    if bad.any():
-        result.status = "fail"
-        worst_direction = vs[int(np.argmax(np.where(bad, rel, -1.0)))]
-        found = _localise(loss, L0, a, sigma, rtol, worst_direction, t)
-        result.worst = found + result.worst
-        if found:
-            result.worst_index = max(found, key=lambda e: e.rel_error).index
-            result.max_rel_error = max(result.max_rel_error, *(e.rel_error for e in found))
-        overall = compare.diagnose(ana, num, tol, rtol, bad)
-        if not overall.startswith(("sign", "constant")):
-            overall = f"{int(bad.sum())} of {k} random directions disagree"
-        where = ", ".join(str(e.index) for e in found) or "not localised"
-        result.diagnosis = f"{overall}; localised to elements {where}"
-    elif kink.any():
-        result.status = "nonsmooth"
-        result.diagnosis = f"{int(kink.sum())} direction(s) cross a kink"
-    else:
-        result.status = "pass"
-
-
-def _localise(
-    loss: Loss, L0: float, a: np.ndarray, sigma: float, rtol: float, v: np.ndarray, t: float
-) -> list[Element]:
-    """Split a disagreeing direction v into halves (same components, same step) and follow
-    the halves that still disagree (or the worse one) down to blocks checked element-wise."""
-    x, af, vf = loss.x, a.reshape(-1), v.reshape(-1)
-    found: list[Element] = []
-    stack = [(0, af.size)]
-    while stack and len(found) < REPORTED:
-        lo, hi = stack.pop()
-        if hi - lo <= LEAF:
-            index = np.arange(lo, hi)
-            leaf = compare_elements(loss, L0, af[index], index, sigma, rtol)
-            rel = compare.rel_error(af[index], leaf.numeric, leaf.atol, rtol)
-            for j in np.flatnonzero(~leaf.ok & ~leaf.kink)[: REPORTED - len(found)]:
-                i, n = int(index[j]), float(leaf.numeric[j])
-                found.append(Element(
-                    tuple(int(q) for q in np.unravel_index(i, x.shape)), float(af[i]),
-                    n, float(abs(af[i] - n)), float(rel[j]), "fail",
-                ))
-            continue
-        mid = (lo + hi) // 2
-        halves, excess = [], []
-        for b0, b1 in ((mid, hi), (lo, mid)):
-            part = np.zeros_like(vf)
-            part[b0:b1] = vf[b0:b1]
-            r = along_direction(loss, L0, part.reshape(x.shape), t, a, sigma, rtol)
-            halves.append(((b0, b1), not r.ok and not r.kink))
-            excess.append(abs(r.analytic - r.numeric) / (r.atol + rtol * abs(r.numeric)))
-        failing = [block for block, bad in halves if bad]
-        stack.extend(failing or [halves[int(np.argmax(excess))][0]])
-    return found
 
 
 def assert_vjp(

@@ -10,19 +10,25 @@ The noise model, stated once (every tolerance in gradcheck follows from it):
 * truncation error of D(h): |D(h) - D(2h)| / 3 (Richardson), computed where it is needed.
 
 Perturbed copies of the input are evaluated in chunks of rows when the forward broadcasts
-over a leading batch axis (one reused buffer, under a memory budget), else one call each.
+over a leading batch axis, else one call each. A chunk is one reused buffer, sized to stay
+in cache (CACHE_BYTES of inputs and outputs) and always within the memory budget, less the
+room reserved for arrays held beside it (the analytic gradient, one direction).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 DEFAULT_BUDGET = 256 * 2**20  # bytes of perturbed inputs and outputs held at once
+CACHE_BYTES = 4 * 2**20  # a chunk of rows larger than this runs out of cache: slower per row
 ECNOISE_POINTS = 7  # evaluations in the noise difference table (orders 1..6)
+NOISE_STEPS = (0.5, 0.75, 0.9)  # the table's spacing, as powers of eps, tried in turn
+ELEMENTS = 1 << 18  # element-wise work on huge inputs is done in slices of this many
 
 
 def eps_of(dtype: Any) -> float:
@@ -55,13 +61,15 @@ class Loss:
         batched: bool,
         budget: int = DEFAULT_BUDGET,
         check_output: Callable[[Any, tuple[int, ...]], np.ndarray] | None = None,
+        reserve: int = 0,
     ) -> None:
         self.forward, self.case, self.wrt, self.g = forward, case, wrt, g
         self.x = case[wrt]
-        self.batched = batched
+        self.batched, self.budget = batched, budget
         self.check_output = check_output
-        row_bytes = self.x.nbytes + 2 * max(g.nbytes, 8)
-        self.chunk = max(1, int(budget // row_bytes)) if batched else 1
+        row_bytes = self.x.nbytes + 2 * max(g.nbytes, 8)  # input row, output row, <g, y> terms
+        fits = max(1, int((budget - reserve) // row_bytes))
+        self.chunk = min(fits, max(1, CACHE_BYTES // row_bytes)) if batched else 1
         self.evaluations = 0
 
     def _call(self, X: np.ndarray) -> np.ndarray:
@@ -102,15 +110,48 @@ class Loss:
             flat[r, idx] = x_flat[idx]
         return out
 
-    def along(self, directions: np.ndarray, ts: np.ndarray) -> np.ndarray:
-        """L(x + t_r v_r) for each direction row v_r and step t_r."""
-        out = np.empty(ts.size, dtype=np.float64)
-        for start in range(0, ts.size, self.chunk):
-            t = ts[start : start + self.chunk]
-            v = directions[start : start + self.chunk]
-            X = (self.x + t.reshape((-1,) + (1,) * self.x.ndim) * v).astype(self.x.dtype)
-            out[start : start + t.size] = self._call(X)
+    def along(self, directions: Sequence[np.ndarray], ts: Sequence[float]) -> np.ndarray:
+        """L(x + t_r v_r) for each direction v_r (float64) and step t_r, one reused buffer."""
+        n_rows = len(ts)
+        out = np.empty(n_rows, dtype=np.float64)
+        width = min(self.chunk, max(n_rows, 1))
+        buf = np.empty((width, *self.x.shape), dtype=self.x.dtype)
+        for start in range(0, n_rows, width):
+            stop = min(start + width, n_rows)
+            for r in range(start, stop):
+                shifted(self.x, directions[r], float(ts[r]), out=buf[r - start])
+            out[start:stop] = self._call(buf[: stop - start])
         return out
+
+
+def shifted(x: np.ndarray, v: np.ndarray, t: float, out: np.ndarray) -> np.ndarray:
+    """x + t v rounded once to x's dtype, into ``out``; exactly x when t == 0."""
+    if t == 0:
+        out[...] = x
+    elif out.dtype == np.float64 and v.dtype == np.float64:
+        np.multiply(v, t, out=out)
+        out += x
+    else:
+        out[...] = x + t * v
+    return out
+
+
+def slices(n: int) -> range:
+    """Starts of the ELEMENTS-sized slices of a flat array of n elements."""
+    return range(0, n, ELEMENTS)
+
+
+def max_abs(v: np.ndarray) -> float:
+    """max |v| (0 for an empty array), without an |v|-sized temporary."""
+    return max(float(v.max()), -float(v.min())) if v.size else 0.0
+
+
+def scaled_direction(draw: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """draw * max(1, |x|) element-wise, in place (slice by slice: no x-sized temporaries)."""
+    flat, xf = draw.reshape(-1), x.reshape(-1)
+    for i in slices(flat.size):
+        flat[i : i + ELEMENTS] *= np.maximum(1.0, np.abs(xf[i : i + ELEMENTS]))
+    return draw
 
 
 @dataclass
@@ -153,48 +194,66 @@ class Noise:
     how: str  # "measured", "floor", or "upper bound"
 
 
-def _ecnoise(values: np.ndarray) -> tuple[float, str]:
-    """Moré & Wild's ECnoise on equally spaced values: (sigma, 'ok'|'flat'|'smooth')."""
-    f = values.astype(np.float64).copy()
-    m = f.size - 1
-    if np.all(f == f[0]):
+def _ecnoise(values: Sequence[float]) -> tuple[float, str]:
+    """Moré & Wild's ECnoise on equally spaced values: (sigma, 'ok'|'flat'|'smooth').
+
+    On 7 values, plain Python floats are much cheaper than numpy calls; the arithmetic is
+    the same IEEE double arithmetic, summed in the same (sequential) order as numpy's mean
+    of fewer than 8 values, so the estimate is bit-for-bit the vectorised one.
+    """
+    f = [float(v) for v in values]
+    m = len(f) - 1
+    if all(v == f[0] for v in f):
         return 0.0, "flat"
-    levels, sign_change = np.zeros(m), np.zeros(m, dtype=bool)
+    levels, sign_change = [], []
     gamma = 1.0
     for j in range(m):
-        f = np.diff(f)
+        f = [b - a for a, b in zip(f[:-1], f[1:], strict=True)]
         gamma *= 0.5 * (j + 1) / (2 * (j + 1) - 1)  # gamma_k = (k!)^2 / (2k)!
-        levels[j] = np.sqrt(gamma * np.mean(f**2))
-        sign_change[j] = f.min() * f.max() < 0
+        total = 0.0
+        for v in f:
+            total += v * v
+        levels.append(math.sqrt(gamma * (total / len(f))))
+        sign_change.append(min(f) * max(f) < 0)
     for k in range(m - 2):
         window = levels[k : k + 3]
-        if window.max() <= 4 * window.min() and sign_change[k]:
-            return float(levels[k]), "ok"
-    return float(levels[-1]), "smooth"
+        if max(window) <= 4 * min(window) and sign_change[k]:
+            return levels[k], "ok"
+    return levels[-1], "smooth"
 
 
 def estimate_noise(
-    loss: Loss, L0: float, magnitude: float, rng: np.random.Generator
-) -> Noise:
-    """Rounding noise of L: a difference table along a random direction, floored."""
+    loss: Loss, magnitude: float | Callable[[float], float], rng: np.random.Generator
+) -> tuple[float, float, Noise]:
+    """(L0, L0 again, noise): L at x twice (a determinism check) and the rounding noise of
+    L from a difference table along a random direction, floored by eps * magnitude (a
+    number, or a function of L0). The first table is evaluated in the same batched call
+    as the two plain evaluations."""
     x = loss.x
     eps = eps_of(x.dtype)
-    floor = eps * magnitude
-    direction = rng.choice([-1.0, 1.0], size=x.shape) * np.maximum(1.0, np.abs(x))
+    # random signs, the same draws as rng.choice([-1.0, 1.0]) but without its overhead
+    signs = np.where(rng.integers(0, 2, size=x.shape).astype(bool), 1.0, -1.0)
+    direction = scaled_direction(signs, x)
     half = ECNOISE_POINTS // 2
-    k = np.arange(-half, half + 1, dtype=np.float64)
+    k = [float(i) for i in range(-half, half + 1) if i != 0]
+    L0 = again = 0.0
     measured, how = 0.0, "flat"
-    for delta in (eps**0.5, eps**0.75, eps**0.9):
-        ts = k * delta
-        values = loss.along(np.broadcast_to(direction, (k.size, *x.shape)), ts)
-        values[half] = L0
+    for power in NOISE_STEPS:
+        delta = eps**power
+        ts = [i * delta for i in k]
+        if power == NOISE_STEPS[0]:
+            L0, again, *values = loss.along([direction] * (len(ts) + 2), [0.0, 0.0, *ts])
+        else:
+            values = list(loss.along([direction] * len(ts), ts))
+        values.insert(half, L0)
         measured, how = _ecnoise(values)
         if how != "smooth":
             break
+    floor = eps * (magnitude(L0) if callable(magnitude) else magnitude)
     if how == "smooth":  # no noise level found: the highest-order difference bounds it
-        return Noise(max(measured, floor), measured, floor, "upper bound")
+        return L0, again, Noise(max(measured, floor), measured, floor, "upper bound")
     sigma = max(measured, floor)
-    return Noise(sigma, measured, floor, "measured" if measured >= floor else "floor")
+    return L0, again, Noise(sigma, measured, floor, "measured" if measured >= floor else "floor")
 
 
 def numeric_gradient(
@@ -214,9 +273,10 @@ def numeric_gradient(
         return np.asarray(f(x), dtype=np.float64)
 
     loss = Loss(forward, {"x": x}, "x", np.ones(()), batched=False)
-    L0 = float(loss.rows(x[None])[0])
-    magnitude = abs(L0) + float(np.max(np.abs(x), initial=0.0))
-    noise = estimate_noise(loss, L0, magnitude, np.random.default_rng(seed))
+    scale = max_abs(x)
+    L0, _, noise = estimate_noise(
+        loss, lambda L0: abs(L0) + scale, np.random.default_rng(seed)
+    )
     index = np.arange(x.size)
     h = steps(x).reshape(-1)
     d1 = differences(loss, L0, index, h)

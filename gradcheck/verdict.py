@@ -7,18 +7,36 @@
 4. Still outside: the kink test at h and 2h; otherwise the element disagrees.
 Elements that agree but whose one-sided slopes differ by more than KINK_SUSPECT of their
 size also get D(2h) and the kink test: a kink is reported, never silently passed.
+
+Directional mode stages each random direction the same way (step t for all directions in
+one batched evaluation, 2t and the kink test only where needed, then t/8), and bisects a
+disagreeing direction down to blocks checked element by element.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from gradcheck import compare
-from gradcheck.numeric import Loss, differences, eps_of, steps
+from gradcheck.numeric import (
+    ELEMENTS,
+    Loss,
+    differences,
+    eps_of,
+    scaled_direction,
+    shifted,
+    slices,
+    steps,
+)
+from gradcheck.result import CaseResult, Element
 
 SMALL = 8  # the retry step is h / SMALL
+LEAF = 64  # localisation stops bisecting at blocks this small and checks them element-wise
+REPORTED = 5  # worst elements listed in an explanation
 
 
 @dataclass
@@ -74,40 +92,184 @@ class DirectionVerdict:
     kink: bool
 
 
-def _stencil(
-    loss: Loss, L0: float, v: np.ndarray, t: float, a: np.ndarray
-) -> tuple[float, float, float, float, float, float]:
-    """Along v at step t: numeric, analytic, gap, forward and backward slopes, dot rounding."""
-    x = loss.x
-    xp = (x + t * v).astype(x.dtype)
-    xm = (x - t * v).astype(x.dtype)
-    Lp, Lm = loss.rows(np.stack([xp, xm]))
-    step = xp.astype(np.float64) - xm
-    dot_terms = a * step
-    analytic = float(np.sum(dot_terms)) / (2 * t)
-    dot_error = eps_of(np.float64) * float(np.sum(np.abs(dot_terms))) / (2 * t)
-    return (
-        (Lp - Lm) / (2 * t), analytic, abs(Lp - 2 * L0 + Lm) / t,
-        (Lp - L0) / t, (L0 - Lm) / t, dot_error,
-    )
+def _projection(x: np.ndarray, v: np.ndarray, t: float, a: np.ndarray) -> tuple[float, float]:
+    """<a, x+ - x-> / 2t on the actual stencil x+- = x +- t v, and a bound on its rounding;
+    slice by slice, so a huge input needs no x-sized temporaries."""
+    xf, vf, af = x.reshape(-1), v.reshape(-1), a.reshape(-1)
+    sums, sizes = [], []
+    for i in slices(xf.size):
+        xs, vs = xf[i : i + ELEMENTS], vf[i : i + ELEMENTS]
+        up = shifted(xs, vs, t, out=np.empty(xs.shape, dtype=x.dtype))
+        down = shifted(xs, vs, -t, out=np.empty(xs.shape, dtype=x.dtype))
+        terms = af[i : i + ELEMENTS] * (up.astype(np.float64) - down)
+        sums.append(np.sum(terms))
+        sizes.append(np.sum(np.abs(terms)))
+    total, size = float(np.sum(sums)), float(np.sum(sizes))
+    return total / (2 * t), eps_of(np.float64) * size / (2 * t)
 
 
-def along_direction(
-    loss: Loss, L0: float, v: np.ndarray, t: float, a: np.ndarray, sigma: float, rtol: float
-) -> DirectionVerdict:
-    """The directional derivative along unit v at step t, staged like ``compare_elements``."""
-    n1, a1, gap1, fwd, bwd, dot1 = _stencil(loss, L0, v, t, a)
-    n2, _, gap2, _, _, _ = _stencil(loss, L0, v, 2 * t, a)
-    tol = float(compare.atol(sigma, np.array(t), abs(n1 - n2) / 3 + dot1))
-    kink = bool(compare.is_kink(
-        np.array(a1), np.array(gap1), np.array(gap2), np.array(fwd), np.array(bwd),
-        np.array(tol + rtol * abs(n1)),
-    ))
-    if compare.agrees(np.array(a1), np.array(n1), np.array(tol), rtol):
-        return DirectionVerdict(a1, n1, tol, True, kink)
-    s1, as1, _, _, _, dots = _stencil(loss, L0, v, t / SMALL, a)
-    s2, _, _, _, _, _ = _stencil(loss, L0, v, 2 * t / SMALL, a)
-    tol_s = float(compare.atol(sigma, np.array(t / SMALL), abs(s1 - s2) / 3 + dots))
-    if compare.agrees(np.array(as1), np.array(s1), np.array(tol_s), rtol):
-        return DirectionVerdict(as1, s1, tol_s, True, False)
-    return DirectionVerdict(a1, n1, tol, False, kink)
+def _slopes(L0: float, L: np.ndarray, t: float) -> tuple[float, float, float, float]:
+    """From L(x + t v), L(x - t v): central difference, curvature gap, one-sided slopes."""
+    Lp, Lm = float(L[0]), float(L[1])
+    return (Lp - Lm) / (2 * t), abs(Lp - 2 * L0 + Lm) / t, (Lp - L0) / t, (L0 - Lm) / t
+
+
+def along_directions(
+    loss: Loss, L0: float, vs: list[np.ndarray], t: float, a: np.ndarray, sigma: float,
+    rtol: float,
+) -> list[DirectionVerdict]:
+    """Directional derivatives along unit vectors ``vs`` at step t, staged like
+    ``compare_elements``: step t for every direction at once; step 2t (the truncation
+    estimate and the kink test) for those not clearly inside the noise-only tolerance or
+    whose one-sided slopes differ; then t/8 and t/4 for those that still disagree."""
+    x, k = loss.x, len(vs)
+    L1 = loss.along([v for v in vs for _ in range(2)], [t, -t] * k).reshape(k, 2)
+    first = [_slopes(L0, L, t) for L in L1]
+    proj = [_projection(x, v, t, a) for v in vs]
+    tol1 = [float(compare.atol(sigma, np.array(t), dot)) for _, dot in proj]
+    ok1 = [bool(compare.agrees(np.array(p[0]), np.array(f[0]), np.array(tl), rtol))
+           for p, f, tl in zip(proj, first, tol1, strict=True)]
+    more = [i for i in range(k) if not ok1[i] or compare.kink_suspect(
+        np.array(first[i][1]), np.array(first[i][2]), np.array(first[i][3]), np.array(tol1[i]))]
+    L2 = loss.along([vs[i] for i in more for _ in range(2)], [2 * t, -2 * t] * len(more))
+    out = [DirectionVerdict(p[0], f[0], tl, True, False)
+           for p, f, tl in zip(proj, first, tol1, strict=True)]
+    for i, L in zip(more, L2.reshape(len(more), 2), strict=True):
+        (n1, gap1, fwd, bwd), (a1, dot1) = first[i], proj[i]
+        n2, gap2, _, _ = _slopes(L0, L, 2 * t)
+        tol = float(compare.atol(sigma, np.array(t), abs(n1 - n2) / 3 + dot1))
+        kink = bool(compare.is_kink(
+            np.array(a1), np.array(gap1), np.array(gap2), np.array(fwd), np.array(bwd),
+            np.array(tol + rtol * abs(n1)),
+        ))
+        if ok1[i] or compare.agrees(np.array(a1), np.array(n1), np.array(tol), rtol):
+            out[i] = DirectionVerdict(a1, n1, tol, True, kink)
+            continue
+        small = loss.along([vs[i]] * 4, [t / SMALL, -t / SMALL, 2 * t / SMALL, -2 * t / SMALL])
+        s1 = _slopes(L0, small[:2], t / SMALL)[0]
+        s2 = _slopes(L0, small[2:], 2 * t / SMALL)[0]
+        as1, dots = _projection(x, vs[i], t / SMALL, a)
+        tol_s = float(compare.atol(sigma, np.array(t / SMALL), abs(s1 - s2) / 3 + dots))
+        if compare.agrees(np.array(as1), np.array(s1), np.array(tol_s), rtol):
+            out[i] = DirectionVerdict(as1, s1, tol_s, True, False)
+        else:
+            out[i] = DirectionVerdict(a1, n1, tol, False, kink)
+    return out
+
+
+def _rms_scale(x: np.ndarray) -> float:
+    """sqrt(mean(max(1, |x|)^2)), slice by slice."""
+    xf = x.reshape(-1)
+    sums = []
+    for i in slices(xf.size):
+        s = np.maximum(1.0, np.abs(xf[i : i + ELEMENTS].astype(np.float64)))
+        sums.append(np.sum(s**2))
+    return float(np.sqrt(np.sum(sums) / xf.size))
+
+
+def _direction(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
+    """A random unit direction, N(0, 1) scaled element-wise by max(1, |x|)."""
+    v = scaled_direction(rng.standard_normal(x.shape), x)
+    vf = v.reshape(-1)  # |v| without BLAS (threaded dot products stall on busy machines)
+    v /= np.sqrt(np.sum([np.sum(np.square(vf[i : i + ELEMENTS])) for i in slices(vf.size)]))
+    return v
+
+
+def directional(
+    result: CaseResult,
+    loss: Loss,
+    L0: float,
+    a: np.ndarray,
+    sigma: float,
+    rng: np.random.Generator,
+    k: int,
+) -> None:
+    """Directional mode: k random directions; a disagreeing one is bisected to elements."""
+    x, rtol = loss.x, result.rtol
+    t = eps_of(x.dtype) ** (1 / 3) * _rms_scale(x)
+    # All k directions go through one batched evaluation when they fit in a quarter of the
+    # budget; otherwise one at a time. Each is regenerated from its generator state when
+    # it has to be localised, so no more than one huge direction is ever held.
+    states: list[Mapping[str, Any]] = []
+    rows: list[Any] = []
+    group = k if k * 8 * x.size <= loss.budget // 4 else 1
+    while len(rows) < k:
+        vs = []
+        for _ in range(min(group, k - len(rows))):
+            states.append(rng.bit_generator.state)
+            vs.append(_direction(rng, x))
+        rows += along_directions(loss, L0, vs, t, a, sigma, rtol)
+        del vs
+    ana = np.array([r.analytic for r in rows])
+    num = np.array([r.numeric for r in rows])
+    tol = np.array([r.atol for r in rows])
+    ok = np.array([r.ok for r in rows])
+    kink = np.array([r.kink for r in rows])
+    rel = compare.rel_error(ana, num, tol, rtol)
+    bad = ~ok & ~kink
+    result.checked, result.mismatches, result.nonsmooth = k, int(bad.sum()), int(kink.sum())
+    result.max_rel_error = float(rel.max())
+    result.max_abs_error = float(np.abs(ana - num).max())
+    result.worst = [
+        Element(None, float(ana[i]), float(num[i]), float(abs(ana[i] - num[i])), float(rel[i]),
+                "fail" if bad[i] else "nonsmooth")
+        for i in np.argsort(-rel) if bad[i] or kink[i]
+    ]
+    if bad.any():
+        result.status = "fail"
+        worst = np.random.Generator(type(rng.bit_generator)())
+        worst.bit_generator.state = states[int(np.argmax(np.where(bad, rel, -1.0)))]
+        worst_direction = _direction(worst, x)
+        found = _localise(loss, L0, a, sigma, rtol, worst_direction, t)
+        result.worst = found + result.worst
+        if found:
+            result.worst_index = max(found, key=lambda e: e.rel_error).index
+            result.max_rel_error = max(result.max_rel_error, *(e.rel_error for e in found))
+        overall = compare.diagnose(ana, num, tol, rtol, bad)
+        if not overall.startswith(("sign", "constant")):
+            overall = f"{int(bad.sum())} of {k} random directions disagree"
+        where = ", ".join(str(e.index) for e in found) or "not localised"
+        result.diagnosis = f"{overall}; localised to elements {where}"
+    elif kink.any():
+        result.status = "nonsmooth"
+        result.diagnosis = f"{int(kink.sum())} direction(s) cross a kink"
+    else:
+        result.status = "pass"
+
+
+def _localise(
+    loss: Loss, L0: float, a: np.ndarray, sigma: float, rtol: float, v: np.ndarray, t: float
+) -> list[Element]:
+    """Split a disagreeing direction v into halves (same components, same step) and follow
+    the halves that still disagree (or the worse one) down to blocks checked element-wise."""
+    x, af, vf = loss.x, a.reshape(-1), v.reshape(-1)
+    found: list[Element] = []
+    stack = [(0, af.size)]
+    while stack and len(found) < REPORTED:
+        lo, hi = stack.pop()
+        if hi - lo <= LEAF:
+            index = np.arange(lo, hi)
+            leaf = compare_elements(loss, L0, af[index], index, sigma, rtol)
+            rel = compare.rel_error(af[index], leaf.numeric, leaf.atol, rtol)
+            for j in np.flatnonzero(~leaf.ok & ~leaf.kink)[: REPORTED - len(found)]:
+                i, n = int(index[j]), float(leaf.numeric[j])
+                found.append(Element(
+                    tuple(int(q) for q in np.unravel_index(i, x.shape)), float(af[i]),
+                    n, float(abs(af[i] - n)), float(rel[j]), "fail",
+                ))
+            continue
+        mid = (lo + hi) // 2
+        blocks, parts = [(mid, hi), (lo, mid)], []
+        for b0, b1 in blocks:
+            part = np.zeros_like(vf)
+            part[b0:b1] = vf[b0:b1]
+            parts.append(part.reshape(x.shape))
+        halves, excess = [], []  # both halves in one batched evaluation
+        for block, r in zip(blocks, along_directions(loss, L0, parts, t, a, sigma, rtol),
+                            strict=True):
+            halves.append((block, not r.ok and not r.kink))
+            excess.append(abs(r.analytic - r.numeric) / (r.atol + rtol * abs(r.numeric)))
+        del parts
+        failing = [block for block, bad in halves if bad]
+        stack.extend(failing or [halves[int(np.argmax(excess))][0]])
+    return found
