@@ -30,13 +30,11 @@ from gradcheck.strategies import float_arrays
 def forward(W: np.ndarray, x: np.ndarray, b: np.ndarray) -> np.ndarray:
     """y = W x + b; a leading batch axis on any one argument is carried to y.
 
-    Accumulates sum_j W[:, j] x_j in a fixed order, then adds b, so each output is rounded
-    the same way with or without a batch axis (a BLAS or einsum product need not be).
+    Sums the products W_ij x_j along the last (contiguous) axis, then adds b, so each output
+    is rounded the same way with or without a batch axis (a BLAS or einsum product need not
+    be).
     """
-    y = W[..., :, 0] * x[..., 0, None]
-    for j in range(1, W.shape[-1]):
-        y = y + W[..., :, j] * x[..., j, None]
-    return y + b
+    return (W * x[..., None, :]).sum(axis=-1) + b
 
 
 def cases(*, max_side: int = 4, max_magnitude: float = 1e3) -> st.SearchStrategy[dict[str, Any]]:

@@ -22,7 +22,7 @@ KINK_RATIO = 0.75  # smooth: |L+ - 2L0 + L-|/h halves with h; a kink keeps it (r
 RULE = (
     "element agrees when |a - n| <= atol_i + rtol*|n|, atol_i = 8*(sigma_L/h_i + trunc_i), "
     "rtol = sqrt(eps); sigma_L = measured noise of L (ECnoise, floored by eps*magnitudes), "
-    "h_i = eps^(1/3)*max(1,|x_i|), trunc_i = |D(h)-D(2h)|/3; "
+    "or eps*max|L(x+-h)| if larger; h_i = eps^(1/3)*max(1,|x_i|), trunc_i = |D(h)-D(2h)|/3; "
     "rel error = |a-n|/max(|a|,|n|,atol_i/rtol)"
 )
 
@@ -31,7 +31,9 @@ def rtol_of(dtype: Any) -> float:
     return float(np.sqrt(np.finfo(dtype).eps))
 
 
-def atol(sigma: float, h: np.ndarray, trunc: np.ndarray | float = 0.0) -> np.ndarray:
+def atol(
+    sigma: float | np.ndarray, h: np.ndarray, trunc: np.ndarray | float = 0.0
+) -> np.ndarray:
     return SAFETY * (sigma / h + trunc)
 
 

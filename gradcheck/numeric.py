@@ -6,7 +6,9 @@ The noise model, stated once (every tolerance in gradcheck follows from it):
 * noise     sigma_L, the rounding noise of one evaluation of L, measured from a difference
             table of L along a random direction (Moré & Wild's ECnoise), and floored by
             eps * (sum|g*y| + |g|_1 * max|inputs|), the magnitudes that flow through L;
-* rounding  error of a central difference at step h: sigma_L / h;
+* rounding  error of a central difference at step h: sigma_i / h, where sigma_i is sigma_L
+            or eps * max(|L(x+h)|, |L(x-h)|), whichever is larger (L may be far from 0
+            at x +- h when it is 0 at x);
 * truncation error of D(h): |D(h) - D(2h)| / 3 (Richardson), computed where it is needed.
 
 Perturbed copies of the input are evaluated in chunks of rows when the forward broadcasts
@@ -160,6 +162,7 @@ class Differences:
 
     index: np.ndarray  # flat indices
     h: np.ndarray  # actual half-width of the stencil, (x+ - x-)/2
+    magnitude: np.ndarray  # max(|L+|, |L-|): eps times it bounds their own rounding
     central: np.ndarray  # (L+ - L-) / (x+ - x-)
     curvature_gap: np.ndarray  # |L+ - 2 L0 + L-| / h  = |forward - backward one-sided slope|
     forward_slope: np.ndarray
@@ -179,6 +182,7 @@ def differences(loss: Loss, L0: float, index: np.ndarray, h: np.ndarray) -> Diff
     return Differences(
         index=index,
         h=width / 2,
+        magnitude=np.maximum(np.abs(Lp), np.abs(Lm)),
         central=(Lp - Lm) / width,
         curvature_gap=np.abs(Lp - 2 * L0 + Lm) / (width / 2),
         forward_slope=(Lp - L0) / up,
@@ -281,6 +285,7 @@ def numeric_gradient(
     h = steps(x).reshape(-1)
     d1 = differences(loss, L0, index, h)
     d2 = differences(loss, L0, index, 2 * h)
-    error = noise.sigma / d1.h + np.abs(d1.central - d2.central) / 3
+    sigma = np.maximum(noise.sigma, eps_of(x.dtype) * d1.magnitude)
+    error = sigma / d1.h + np.abs(d1.central - d2.central) / 3
     gradient = (4 * d1.central - d2.central) / 3
     return gradient.reshape(x.shape), error.reshape(x.shape)

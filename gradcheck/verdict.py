@@ -53,7 +53,8 @@ def compare_elements(
     """Verdicts for the flat ``index`` elements of loss.x, whose analytic values are ``a``."""
     h = steps(loss.x).reshape(-1)[index]
     d1 = differences(loss, L0, index, h)
-    num, tol = d1.central.copy(), compare.atol(sigma, d1.h)
+    eps = eps_of(loss.x.dtype)
+    num, tol = d1.central.copy(), compare.atol(np.maximum(sigma, eps * d1.magnitude), d1.h)
     ok = compare.agrees(a, num, tol, rtol)
     kink = np.zeros(index.size, dtype=bool)
     suspect = ok & compare.kink_suspect(
@@ -66,13 +67,15 @@ def compare_elements(
     gap2 = np.zeros(index.size)
     gap2[J] = d2.curvature_gap
     trunc = np.abs(d1.central[J] - d2.central) / 3
-    tol[J] = np.where(ok[J], tol[J], compare.atol(sigma, d1.h[J], trunc))
+    noise_J = np.maximum(sigma, eps * d1.magnitude[J])
+    tol[J] = np.where(ok[J], tol[J], compare.atol(noise_J, d1.h[J], trunc))
     ok[J] = compare.agrees(a[J], num[J], tol[J], rtol)
     K = J[~ok[J]]
     if K.size:
         s1 = differences(loss, L0, index[K], h[K] / SMALL)
         s2 = differences(loss, L0, index[K], 2 * h[K] / SMALL)
-        tol_small = compare.atol(sigma, s1.h, np.abs(s1.central - s2.central) / 3)
+        noise_K = np.maximum(sigma, eps * s1.magnitude)
+        tol_small = compare.atol(noise_K, s1.h, np.abs(s1.central - s2.central) / 3)
         fine = compare.agrees(a[K], s1.central, tol_small, rtol)
         num[K[fine]], tol[K[fine]], ok[K[fine]] = s1.central[fine], tol_small[fine], True
     R = J[~ok[J] | suspect[J]]

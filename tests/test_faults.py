@@ -111,18 +111,22 @@ def test_duplicate_formula_ids_are_a_usage_error(tmp_path):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_signal_mid_run_keeps_finished_formulas_in_an_interrupted_report(tmp_path, sig):
-    target = tmp_path / "report.json"
+    target, mark = tmp_path / "report.json", tmp_path / "slow-started"
     proc = subprocess.Popen(
-        [sys.executable, "cli.py", "check", "-n", "400", "--format", "json", "-o", str(target)],
+        [sys.executable, "cli.py", "check", "--no-builtin", "-m", "tests/fixtures/slow.py",
+         "-n", "100000", "--format", "json", "-o", str(target)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "GRADCHECK_TEST_MARK": str(mark)},
     )
-    time.sleep(6)  # long enough to finish a few formulas, far from the whole catalogue
+    deadline = time.monotonic() + 120
+    while not mark.exists() and time.monotonic() < deadline:  # the quick formula is done
+        time.sleep(0.05)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     report = json.loads(target.read_text())
     assert report["interrupted"] is True and report["ok"] is False
-    assert 0 < len(report["formulas"]) < 16
+    assert [f["id"] for f in report["formulas"]] == ["a_quick.dx[reference]"]
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]  # no half-written file
 
 
