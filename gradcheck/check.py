@@ -30,6 +30,7 @@ from gradcheck.verdict import REPORTED, Verdicts, compare_elements, directional
 
 MODES = ("auto", "exhaustive", "directional")
 MAX_EXHAUSTIVE = 1 << 16  # auto mode: larger inputs are checked along random directions
+WORK_BYTES = 12 * 8  # per element, exhaustive mode holds about 12 float64 work arrays
 DIRECTIONS = 4
 
 
@@ -165,6 +166,11 @@ def check_vjp(
         mode = "exhaustive" if x.size <= max_exhaustive else "directional"
         if mode == "directional":
             notes.append(f"{x.size} elements > {max_exhaustive}: checked along random directions")
+    elif mode == "exhaustive" and x.size * WORK_BYTES > budget:
+        mode = "directional"
+        notes.append(f"exhaustive mode would hold {x.size * WORK_BYTES / 2**20:.0f} MiB of "
+                     f"work arrays for {x.size} elements, over the {budget / 2**20:.0f} MiB "
+                     "budget: checked along random directions instead")
     result.mode = mode
     fwd, back = _guard(forward, "forward"), _guard(vjp, "vjp")
     rng = np.random.Generator(np.random.PCG64(_seed_sequence(seed)))  # = default_rng(seed)
@@ -186,7 +192,9 @@ def check_vjp(
         _unchanged({"dy": g}, g_before, "vjp", "upstream gradient")
         loss = Loss(
             fwd, case, wrt, g, batched=batched, budget=budget,
-            check_output=lambda out, shape: _as_float_array(out, "forward", shape),
+            check_output=lambda out, shape: _as_float_array(
+                out, "forward on a batch of inputs (batched=True)" if batched else "forward", shape
+            ),
             reserve=2 * 8 * x.size,  # the analytic gradient and one direction, held beside
         )
         magnitude = float(np.sum(np.abs(g * y)) + np.sum(np.abs(g)) * max(

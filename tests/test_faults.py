@@ -39,7 +39,7 @@ FORMULA_FAULTS = {
     "forward_nondeterministic": ["nondeterministic"],
     "forward_mutates": ["forward modified its input 'x' in place"],
     "vjp_mutates": ["vjp modified its input 'x' in place"],
-    "batched_but_not": ["forward returned shape ()"],
+    "batched_but_not": ["forward on a batch of inputs (batched=True) returned shape ()"],
     "strategy_raises": ["case strategy", "raised ValueError: the strategy itself is broken"],
     "strategy_missing_wrt": ["case strategy", "unusable case", "wrt='x'"],
     "strategy_int_array": ["case strategy", "unusable case", "int64"],
@@ -128,6 +128,14 @@ def test_signal_mid_run_keeps_finished_formulas_in_an_interrupted_report(tmp_pat
     assert report["interrupted"] is True and report["ok"] is False
     assert [f["id"] for f in report["formulas"]] == ["a_quick.dx[reference]"]
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]  # no half-written file
+
+
+def test_case_too_large_for_exhaustive_mode_falls_back_to_directional():
+    x = np.linspace(-1, 1, 50_000)
+    result = gc.check_vjp(lambda x: np.sin(x), lambda dy, x: dy * np.cos(x), {"x": x}, "x",
+                          mode="exhaustive", batched=True, budget=2**20)
+    assert result.status == "pass" and result.mode == "directional"
+    assert any("over the 1 MiB budget" in note for note in result.notes), result.notes
 
 
 # ------------------------------------------------------------------ fuzzing check_vjp
