@@ -37,6 +37,15 @@ def atol(
     return SAFETY * (sigma / h + trunc)
 
 
+def resolved(
+    trunc: np.ndarray | float, n: np.ndarray | float, noise: np.ndarray | float, rtol: float
+) -> np.ndarray:
+    """The difference resolves the derivative: its truncation estimate is small against its
+    value (sqrt(rtol) relative) or below the rounding noise. Otherwise a tolerance widened
+    by the truncation estimate would accept anything."""
+    return np.asarray(trunc <= np.sqrt(rtol) * np.abs(n) + noise)
+
+
 def agrees(a: np.ndarray, n: np.ndarray, atol_: np.ndarray, rtol: float) -> np.ndarray:
     return np.abs(a - n) <= atol_ + rtol * np.abs(n)
 

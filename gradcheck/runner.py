@@ -244,6 +244,9 @@ def _crash_message(formula: Formula, exc: BaseException) -> str:
     if isinstance(exc, FailedHealthCheck):
         return f"{formula.id}: the case strategy of {formula.derivation.name!r} is unhealthy " \
                f"(a problem of the strategy, not the formula): {exc}"
+    if isinstance(exc, HypothesisException) and "Flaky" in type(exc).__name__:
+        return f"{formula.id}: the same case gave different verdicts when replayed: the " \
+               f"forward or the formula is nondeterministic: {exc}"
     if isinstance(exc, HypothesisException):
         return f"{formula.id}: hypothesis could not run the case strategy: {exc}"
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-4:])

@@ -333,3 +333,56 @@ def test_assert_vjp_raises_gradient_mismatch():
         gc.assert_vjp(fn.linear, flip(fn.linear_dx), LIN, "x")
     assert isinstance(info.value, AssertionError) and info.value.result.status == "fail"
     assert gc.assert_vjp(fn.linear, fn.linear_dx, LIN, "x").ok
+
+
+# ---------------------------------------------------------------- where tolerances could loosen
+
+
+def lin(W, x):
+    return np.einsum("...ij,...j->...i", W, x)
+
+
+def dW_dropped(dy, W, x):
+    out = np.outer(dy, x)
+    out[:, 1] = 0  # the small term next to a large one is dropped
+    return out
+
+
+def test_small_gradient_next_to_a_large_one_is_not_excused():
+    case = {"W": np.array([[1.0, 1.0]]), "x": np.array([1e3, 3e-6])}
+    result = gc.check_vjp(lin, dW_dropped, case, "W", batched=True)
+    assert result.status == "fail" and result.worst_index == (0, 1), result.explain()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_zeroed_element_is_caught_along_directions(seed):
+    x = np.random.default_rng(0).standard_normal(70_000)
+
+    def zeroed(dy, x):
+        out = dy * 2 * np.cos(x)
+        out[12_345] = 0
+        return out
+
+    result = gc.check_vjp(lambda x: 2 * np.sin(x), zeroed, {"x": x}, "x", batched=True,
+                          seed=seed)
+    assert result.status == "fail" and result.worst_index == (12_345,), result.explain()
+
+
+def exp_lin(W, x):
+    return np.exp(lin(W, x))
+
+
+def exp_lin_dx(dy, W, x):
+    return W.T @ (dy * np.exp(W @ x))
+
+
+@pytest.mark.parametrize("mode", ["exhaustive", "directional"])
+@pytest.mark.parametrize("scale", [1.0, -1.0, 0.0, 1.15])
+def test_a_function_narrower_than_the_step_is_never_passed_wrongly(mode, scale):
+    """W x cancels to 0 with |W|, |x| ~ 1e3: exp(W x) varies on a scale far below the step
+    (which follows |x|). No verdict may rest on such differences: a wrong formula must not
+    pass, a right one must not fail; 'nonsmooth' (not resolved) is the honest answer."""
+    case = {"W": np.array([[1e3, -1e3]]), "x": np.array([1e3, 1e3])}
+    vjp = lambda dy, W, x: scale * exp_lin_dx(dy, W, x)  # noqa: E731
+    result = gc.check_vjp(exp_lin, vjp, case, "x", batched=True, mode=mode)
+    assert result.status != ("fail" if scale == 1.0 else "pass"), result.explain()
