@@ -18,7 +18,6 @@ import fnmatch
 import os
 import signal
 import sys
-import tempfile
 import traceback
 from pathlib import Path
 from typing import Any
@@ -114,24 +113,13 @@ def run_options(fn: Any) -> Any:
 
 def writable_output(ctx: click.Context, param: click.Parameter, value: Path | None) -> Any:
     """Check --output before the run: its folder exists and a file can be created there."""
+    from gradcheck.report import unwritable
+
     if value is None or str(value) == "-":
         return None  # stdout
-    if value.is_dir():
-        raise click.BadParameter(f"{str(value)!r} is a directory; give a file name", ctx, param)
-    folder = value.parent
-    if not folder.exists():
-        raise click.BadParameter(f"directory {str(folder)!r} does not exist", ctx, param)
-    if not folder.is_dir():
-        raise click.BadParameter(f"{str(folder)!r} is not a directory", ctx, param)
-    if value.exists() and not os.access(value, os.W_OK):
-        raise click.BadParameter(f"{str(value)!r} is not writable", ctx, param)
-    try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{value.name}.probe."):
-            pass
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise click.BadParameter(f"cannot create a file in {str(folder)!r}: {reason}",
-                                 ctx, param) from exc
+    problem = unwritable(value)
+    if problem:
+        raise click.BadParameter(problem, ctx, param)
     return value
 
 

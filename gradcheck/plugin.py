@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytest
 RESULT_KEY = "gradcheck_result"
 results_key = pytest.StashKey[dict[str, dict[str, Any]]]()
 modules_key = pytest.StashKey[set[Path]]()
+sigterm_key = pytest.StashKey[Any]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -61,6 +63,10 @@ def _module_path(spec: str, root: Path) -> Path:
     return Path(found.origin).resolve()
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if not config.getoption("gradcheck"):
         return
@@ -86,6 +92,15 @@ def pytest_configure(config: pytest.Config) -> None:
                  mode=_setting(config, "mode"))
     except ValueError as exc:
         raise pytest.UsageError(f"gradcheck: {exc}") from exc
+    from gradcheck.report import unwritable
+
+    for option in ("gradcheck_report", "gradcheck_html"):
+        target = config.getoption(option)
+        problem = target and unwritable(target)
+        if problem:
+            raise pytest.UsageError(f"--{option.replace('_', '-')}: {problem}")
+    if not hasattr(config, "workerinput"):  # SIGTERM ends the run like Ctrl-C: reports kept
+        config.stash[sigterm_key] = signal.signal(signal.SIGTERM, _terminate)
     config.stash[modules_key] = paths
     config.stash[results_key] = {}
     config.pluginmanager.register(Collector(config), "gradcheck-collector")
@@ -99,6 +114,11 @@ def pytest_configure(config: pytest.Config) -> None:
 def _ours(path: Path, parent: pytest.Collector) -> bool:
     paths = parent.config.stash.get(modules_key, None)
     return bool(paths) and path.resolve() in paths  # type: ignore[operator]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if sigterm_key in config.stash:
+        signal.signal(signal.SIGTERM, config.stash[sigterm_key])
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -217,7 +237,7 @@ class Collector:
         terminalreporter.write_sep("=", "gradcheck: per-formula summary")
         terminalreporter.write(render_table(self.run()))
 
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         json_target = self.config.getoption("gradcheck_report")
         html_target = self.config.getoption("gradcheck_html")
         if not (json_target or html_target) or hasattr(self.config, "workerinput"):
@@ -225,8 +245,14 @@ class Collector:
         from gradcheck.report import render_html, render_json, write_atomic
 
         run = self.run()
-        run.interrupted = session.shouldstop is not False or session.shouldfail is not False
-        if json_target:
-            write_atomic(json_target, render_json(run))
-        if html_target:
-            write_atomic(html_target, render_html(run))
+        run.interrupted = exitstatus == pytest.ExitCode.INTERRUPTED or bool(
+            session.shouldstop)
+        for target, render in ((json_target, render_json), (html_target, render_html)):
+            if not target:
+                continue
+            try:
+                write_atomic(target, render(run))
+            except OSError as exc:  # say so plainly; the summary table is already printed
+                reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+                if reporter is not None:
+                    reporter.write_line(f"gradcheck: could not write {target}: {exc}", red=True)

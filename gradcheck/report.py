@@ -26,6 +26,26 @@ SCHEMA = "gradcheck-report/1"
 STATUSES = ("pass", "fail", "nonsmooth", "error")
 
 
+def unwritable(path: str | os.PathLike[str]) -> str | None:
+    """Why a report cannot be written to ``path`` (checked before a run), or None."""
+    target = Path(path)
+    if target.is_dir():
+        return f"{str(target)!r} is a directory; give a file name"
+    folder = target.parent
+    if not folder.exists():
+        return f"directory {str(folder)!r} does not exist"
+    if not folder.is_dir():
+        return f"{str(folder)!r} is not a directory"
+    if target.exists() and not os.access(target, os.W_OK):
+        return f"{str(target)!r} is not writable"
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{target.name}.probe."):
+            pass
+    except OSError as exc:
+        return f"cannot create a file in {str(folder)!r}: {exc.strerror or type(exc).__name__}"
+    return None
+
+
 def write_atomic(path: str | os.PathLike[str], text: str) -> None:
     """Write via a temporary file in the same folder, then rename: never half a file."""
     target = Path(path)

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -162,3 +167,31 @@ def test_bad_ini_value_is_a_usage_error(project: pytest.Pytester) -> None:
     result = project.runpytest("--gradcheck")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "mode must be one of" in result.stderr.str() and "sideways" in result.stderr.str()
+
+
+def test_unwritable_report_path_is_a_usage_error(project: pytest.Pytester) -> None:
+    result = project.runpytest("--gradcheck", "--gradcheck-report=no/such/dir/r.json")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--gradcheck-report: directory 'no/such/dir' does not exist" in result.stderr.str()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupted_run_writes_an_interrupted_report(pytester: pytest.Pytester, sig) -> None:
+    root = Path(__file__).parent
+    pytester.path.joinpath("slow.py").write_text((root / "fixtures" / "slow.py").read_text())
+    target, mark = pytester.path / "r.json", pytester.path / "started"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--gradcheck",
+         "--gradcheck-module=slow.py", "--gradcheck-examples=100000",
+         f"--gradcheck-report={target}"],
+        cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "GRADCHECK_TEST_MARK": str(mark)},
+    )
+    deadline = time.monotonic() + 120
+    while not mark.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    proc.communicate(timeout=60)
+    report = json.loads(target.read_text())
+    assert report["interrupted"] is True and report["ok"] is False
+    assert [f["id"] for f in report["formulas"]] == ["a_quick.dx[reference]"]
