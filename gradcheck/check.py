@@ -95,7 +95,9 @@ def _prepare(
     if x.size == 0:
         raise InvalidCase(f"case[{wrt!r}] is empty (shape {x.shape}); nothing to check")
     if not np.all(np.isfinite(x)):
-        raise InvalidCase(f"case[{wrt!r}] has non-finite values; expected finite floats")
+        where = tuple(int(i) for i in np.argwhere(~np.isfinite(x))[0])
+        raise InvalidCase(f"case[{wrt!r}] has a non-finite value {x[where]!r} at index "
+                          f"{where}; expected finite floats")
     prepared, notes = dict(case), []
     for k, v in case.items():
         if isinstance(v, np.ndarray) and np.issubdtype(v.dtype, np.floating) and v.dtype != target:

@@ -13,6 +13,7 @@ that defines ``Derivation`` objects at top level can be loaded by name or path w
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import sys
@@ -109,7 +110,8 @@ def _import(spec: str) -> Any:
     if spec.endswith(".py") or path.is_file():
         if not path.is_file():
             raise LoadError(f"module file {spec!r} does not exist")
-        name = f"gradcheck_user_{path.stem}_{abs(hash(str(path.resolve())))}"
+        digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
+        name = f"gradcheck_user_{path.stem}_{digest}"  # the same in every process
         module_spec = importlib.util.spec_from_file_location(name, path)
         if module_spec is None or module_spec.loader is None:
             raise LoadError(f"cannot load {spec!r} as a Python module")
