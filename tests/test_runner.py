@@ -159,3 +159,22 @@ def test_jobs_give_the_same_results_as_a_serial_run():
     shipped = {r.id: r for r in parallel.results}["fx_square.dx[as-written]"]
     assert shipped.failing_result is not None and shipped.failing_result.rel_error is not None
     assert progress[-1][1:] == (len(formulas), len(formulas))
+
+
+def test_the_cases_drawn_depend_on_the_seed_alone_not_on_what_is_imported():
+    """Hypothesis would mix literals of every loaded local module into its draws."""
+    import subprocess
+    import sys
+
+    code = ("{extra}\nfrom gradcheck.declare import collect_formulas\n"
+            "from gradcheck.runner import Settings, run_formula\n"
+            "f = {{f.id: f for f in collect_formulas(['derivations.maxpool2d'])}}"
+            "['maxpool2d.dx[as-written]']\n"
+            "r = run_formula(f, Settings(examples=100, seed=0))\n"
+            "print(r.cases, r.counterexample['shapes'])")
+    outs = {
+        subprocess.run([sys.executable, "-c", code.format(extra=extra)], capture_output=True,
+                       text=True, check=True, cwd=FIXTURES.parent.parent).stdout
+        for extra in ("", "import gradcheck.html, tests.test_engine")
+    }
+    assert len(outs) == 1, outs
