@@ -92,7 +92,10 @@ def compare_elements(
         resolved_K = compare.resolved(trunc_K, s1.central, noise_K, rtol)
         fine = evidence & resolved_K & compare.agrees(a[K], s1.central, tol_small, rtol)
         num[K[fine]], tol[K[fine]], ok[K[fine]] = s1.central[fine], tol_small[fine], True
-        resolved[retry] = np.where(evidence, resolved_K, resolved[retry])
+        # D(h) -> D(h/8) should move by about the truncation estimate; far more means the
+        # differences are not in their asymptotic regime (the function is not resolved)
+        erratic = np.abs(s1.central - num[K]) > 2 * (trunc[retry] + noise_K + noise[K])
+        resolved[retry] = np.where(evidence, resolved_K & ~erratic, resolved[retry])
     R = J[~ok[J] | suspect[J]]
     kink[R] = compare.is_kink(
         a[R], d1.curvature_gap[R], gap2[R],
@@ -174,12 +177,13 @@ def along_directions(
         tol_s = float(compare.atol(sigma, np.array(t / SMALL), abs(s1 - s2) / 3 + dots))
         evidence = kink or abs(n1 - n2) / 3 > sigma / t + dot1 or \
             abs(s1 - n1) > noise_s + sigma / t + dot1  # that D(t) is off (see above)
+        erratic = abs(s1 - n1) > 2 * (abs(n1 - n2) / 3 + noise_s + sigma / t + dot1)
         fine = bool(compare.resolved(abs(s1 - s2) / 3, s1, noise_s, rtol))
         if evidence and fine and compare.agrees(np.array(as1), np.array(s1), np.array(tol_s),
                                                 rtol):
             out[i] = DirectionVerdict(as1, s1, tol_s, True, False)
         else:  # at a kink, or not resolved at either step: nonsmooth, not a verdict
-            blurred = evidence and not fine or not evidence and not resolved
+            blurred = evidence and (not fine or erratic) or not evidence and not resolved
             out[i] = DirectionVerdict(a1, n1, tol, False, kink or blurred)
     return out
 
