@@ -89,12 +89,6 @@ class Loss:
             rows.append(loss_rows(y[None], self.g)[0])
         return np.array(rows, dtype=np.float64)
 
-    def rows(self, X: np.ndarray) -> np.ndarray:
-        """L at each row of X (shape (k,) + x.shape), in chunks."""
-        return np.concatenate(
-            [self._call(X[i : i + self.chunk]) for i in range(0, X.shape[0], self.chunk)]
-        ) if X.shape[0] else np.zeros(0)
-
     def at_elements(self, flat_index: np.ndarray, values: np.ndarray) -> np.ndarray:
         """L with element ``flat_index[r]`` of x set to ``values[r]``, one row per r."""
         n_rows = flat_index.size
@@ -154,6 +148,24 @@ def scaled_direction(draw: np.ndarray, x: np.ndarray) -> np.ndarray:
     for i in slices(flat.size):
         flat[i : i + ELEMENTS] *= np.maximum(1.0, np.abs(xf[i : i + ELEMENTS]))
     return draw
+
+
+def rms_scale(x: np.ndarray) -> float:
+    """sqrt(mean(max(1, |x|)^2)), slice by slice."""
+    xf = x.reshape(-1)
+    sums = []
+    for i in slices(xf.size):
+        s = np.maximum(1.0, np.abs(xf[i : i + ELEMENTS].astype(np.float64)))
+        sums.append(np.sum(s**2))
+    return float(np.sqrt(np.sum(sums) / xf.size))
+
+
+def random_direction(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
+    """A random unit direction, N(0, 1) scaled element-wise by max(1, |x|)."""
+    v = scaled_direction(rng.standard_normal(x.shape), x)
+    vf = v.reshape(-1)  # |v| without BLAS (threaded dot products stall on busy machines)
+    v /= np.sqrt(np.sum([np.sum(np.square(vf[i : i + ELEMENTS])) for i in slices(vf.size)]))
+    return v
 
 
 @dataclass
@@ -228,11 +240,10 @@ def _ecnoise(values: Sequence[float]) -> tuple[float, str]:
 
 def estimate_noise(
     loss: Loss, magnitude: float | Callable[[float], float], rng: np.random.Generator
-) -> tuple[float, float, Noise]:
-    """(L0, L0 again, noise): L at x twice (a determinism check) and the rounding noise of
-    L from a difference table along a random direction, floored by eps * magnitude (a
-    number, or a function of L0). The first table is evaluated in the same batched call
-    as the two plain evaluations."""
+) -> tuple[float, Noise]:
+    """(L0, noise): L at x and the rounding noise of L from a difference table along a
+    random direction, floored by eps * magnitude (a number, or a function of L0). L0 is
+    evaluated in the same batched call as the first table."""
     x = loss.x
     eps = eps_of(x.dtype)
     # random signs, the same draws as rng.choice([-1.0, 1.0]) but without its overhead
@@ -240,13 +251,13 @@ def estimate_noise(
     direction = scaled_direction(signs, x)
     half = ECNOISE_POINTS // 2
     k = [float(i) for i in range(-half, half + 1) if i != 0]
-    L0 = again = 0.0
+    L0 = 0.0
     measured, how = 0.0, "flat"
     for power in NOISE_STEPS:
         delta = eps**power
         ts = [i * delta for i in k]
         if power == NOISE_STEPS[0]:
-            L0, again, *values = loss.along([direction] * (len(ts) + 2), [0.0, 0.0, *ts])
+            L0, *values = loss.along([direction] * (len(ts) + 1), [0.0, *ts])
         else:
             values = list(loss.along([direction] * len(ts), ts))
         values.insert(half, L0)
@@ -255,9 +266,9 @@ def estimate_noise(
             break
     floor = eps * (magnitude(L0) if callable(magnitude) else magnitude)
     if how == "smooth":  # no noise level found: the highest-order difference bounds it
-        return L0, again, Noise(max(measured, floor), measured, floor, "upper bound")
+        return L0, Noise(max(measured, floor), measured, floor, "upper bound")
     sigma = max(measured, floor)
-    return L0, again, Noise(sigma, measured, floor, "measured" if measured >= floor else "floor")
+    return L0, Noise(sigma, measured, floor, "measured" if measured >= floor else "floor")
 
 
 def numeric_gradient(
@@ -278,7 +289,7 @@ def numeric_gradient(
 
     loss = Loss(forward, {"x": x}, "x", np.ones(()), batched=False)
     scale = max_abs(x)
-    L0, _, noise = estimate_noise(
+    L0, noise = estimate_noise(
         loss, lambda L0: abs(L0) + scale, np.random.default_rng(seed)
     )
     index = np.arange(x.size)

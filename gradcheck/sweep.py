@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from gradcheck.numeric import Loss, eps_of
+from gradcheck.numeric import Loss, eps_of, random_direction, rms_scale, shifted
 
 STEPS = tuple(10.0 ** -k for k in np.arange(1, 13.5, 0.5))
 
@@ -37,19 +37,15 @@ def step_sweep(
     y = np.asarray(forward(**case))
     g = rng.standard_normal(y.shape)
     a = np.asarray(vjp(g, **case), dtype=np.float64)
-    scale = np.maximum(1.0, np.abs(x))
-    v = rng.standard_normal(x.shape) * scale
-    v /= np.linalg.norm(v)
+    v = random_direction(rng, x)
     loss = Loss(forward, case, wrt, g, batched=batched)
-    chosen = eps_of(x.dtype) ** (1 / 3) * float(np.sqrt(np.mean(scale**2)))
-    hs = [*steps, chosen]
+    chosen = eps_of(x.dtype) ** (1 / 3) * rms_scale(x)  # the step directional mode takes
     errors = []
-    for h in hs:
-        xp, xm = x + h * v, x - h * v
-        Lp, Lm = loss.rows(np.stack([xp, xm]))
-        width = 2 * h
-        numeric = (Lp - Lm) / width
-        analytic = float(np.sum(a * (xp - xm))) / width
+    for h in [*steps, chosen]:
+        Lp, Lm = loss.along([v, v], [h, -h])
+        numeric = (Lp - Lm) / (2 * h)
+        step = shifted(x, v, h, np.empty_like(x)) - shifted(x, v, -h, np.empty_like(x))
+        analytic = float(np.sum(a * step)) / (2 * h)  # on the stencil as rounded
         errors.append(abs(numeric - analytic) / max(abs(analytic), abs(numeric), 1e-300))
     return {"h": [float(h) for h in steps], "error": [float(e) for e in errors[:-1]],
             "chosen_h": float(chosen), "chosen_error": float(errors[-1])}

@@ -30,7 +30,8 @@ from gradcheck.numeric import (
     Loss,
     differences,
     eps_of,
-    scaled_direction,
+    random_direction,
+    rms_scale,
     shifted,
     slices,
     steps,
@@ -188,24 +189,6 @@ def along_directions(
     return out
 
 
-def _rms_scale(x: np.ndarray) -> float:
-    """sqrt(mean(max(1, |x|)^2)), slice by slice."""
-    xf = x.reshape(-1)
-    sums = []
-    for i in slices(xf.size):
-        s = np.maximum(1.0, np.abs(xf[i : i + ELEMENTS].astype(np.float64)))
-        sums.append(np.sum(s**2))
-    return float(np.sqrt(np.sum(sums) / xf.size))
-
-
-def _direction(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
-    """A random unit direction, N(0, 1) scaled element-wise by max(1, |x|)."""
-    v = scaled_direction(rng.standard_normal(x.shape), x)
-    vf = v.reshape(-1)  # |v| without BLAS (threaded dot products stall on busy machines)
-    v /= np.sqrt(np.sum([np.sum(np.square(vf[i : i + ELEMENTS])) for i in slices(vf.size)]))
-    return v
-
-
 def directional(
     result: CaseResult,
     loss: Loss,
@@ -217,7 +200,7 @@ def directional(
 ) -> None:
     """Directional mode: k random directions; a disagreeing one is bisected to elements."""
     x, rtol = loss.x, result.rtol
-    t = eps_of(x.dtype) ** (1 / 3) * _rms_scale(x)
+    t = eps_of(x.dtype) ** (1 / 3) * rms_scale(x)
     # All k directions go through one batched evaluation when they fit in a quarter of the
     # budget; otherwise one at a time. Each is regenerated from its generator state when
     # it has to be localised, so no more than one huge direction is ever held.
@@ -228,7 +211,7 @@ def directional(
         vs = []
         for _ in range(min(group, k - len(rows))):
             states.append(rng.bit_generator.state)
-            vs.append(_direction(rng, x))
+            vs.append(random_direction(rng, x))
         rows += along_directions(loss, L0, vs, t, a, sigma, rtol)
         del vs
     ana = np.array([r.analytic for r in rows])
@@ -250,7 +233,7 @@ def directional(
         result.status = "fail"
         worst = np.random.Generator(type(rng.bit_generator)())
         worst.bit_generator.state = states[int(np.argmax(np.where(bad, rel, -1.0)))]
-        worst_direction = _direction(worst, x)
+        worst_direction = random_direction(worst, x)
         found = _localise(loss, L0, a, sigma, rtol, worst_direction, t)
         result.worst = found + result.worst
         if found:
