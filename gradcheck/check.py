@@ -227,7 +227,7 @@ def check_vjp(
 
 def _fill(result: CaseResult, a: np.ndarray, v: Verdicts, shape: tuple[int, ...]) -> None:
     bad = ~v.ok & ~v.kink
-    rel = compare.rel_error(a, v.numeric, v.atol, result.rtol)
+    rel = compare.rel_error(a, v.numeric, v.atol, result.rtol, v.ok)
     result.numeric = v.numeric.reshape(shape)
     result.rel_error = rel.reshape(shape)
     result.failed, result.kinked = bad.reshape(shape), v.kink.reshape(shape)

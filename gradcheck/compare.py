@@ -5,8 +5,9 @@ Rule (printed in every report): an element agrees when
     |a - n| <= atol_i + rtol * |n|,  atol_i = SAFETY * (sigma_L / h_i + trunc_i),  rtol = sqrt(eps)
 
 with sigma_L, h_i and trunc_i from the noise model in ``gradcheck.numeric``. The relative
-error shown is |a - n| / max(|a|, |n|, atol_i / rtol): an element agrees roughly when its
-relative error is below rtol, and a gradient too small to resolve is not called "100 % off".
+error shown is |a - n| / max(|a|, |n|, floor), the floor atol_i / rtol for an agreeing
+element (a gradient too small to resolve is not called "100 % off") and atol_i for a
+disagreeing one (a wrong tiny gradient shows how wrong it is).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ RULE = (
     "element agrees when |a - n| <= atol_i + rtol*|n|, atol_i = 8*(sigma_L/h_i + trunc_i), "
     "rtol = sqrt(eps); sigma_L = measured noise of L (ECnoise, floored by eps*magnitudes), "
     "or eps*max|L(x+-h)| if larger; h_i = eps^(1/3)*max(1,|x_i|), trunc_i = |D(h)-D(2h)|/3; "
-    "rel error = |a-n|/max(|a|,|n|,atol_i/rtol)"
+    "rel error = |a-n|/max(|a|,|n|,atol_i/rtol if it agrees else atol_i)"
 )
 
 
@@ -50,8 +51,13 @@ def agrees(a: np.ndarray, n: np.ndarray, atol_: np.ndarray, rtol: float) -> np.n
     return np.abs(a - n) <= atol_ + rtol * np.abs(n)
 
 
-def rel_error(a: np.ndarray, n: np.ndarray, atol_: np.ndarray, rtol: float) -> np.ndarray:
-    floor = np.maximum(atol_ / rtol, np.finfo(np.float64).tiny)
+def rel_error(
+    a: np.ndarray, n: np.ndarray, atol_: np.ndarray, rtol: float, ok: np.ndarray
+) -> np.ndarray:
+    """|a - n| / max(|a|, |n|, floor). An agreeing element's floor is atol/rtol, so a
+    gradient too small to resolve does not show a large error; a disagreeing element's
+    floor is atol, so a wrong tiny gradient shows how wrong it is, not a token 1e-7."""
+    floor = np.maximum(np.where(ok, atol_ / rtol, atol_), np.finfo(np.float64).tiny)
     return np.abs(a - n) / np.maximum(np.maximum(np.abs(a), np.abs(n)), floor)
 
 

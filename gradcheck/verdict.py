@@ -219,7 +219,7 @@ def directional(
     tol = np.array([r.atol for r in rows])
     ok = np.array([r.ok for r in rows])
     kink = np.array([r.kink for r in rows])
-    rel = compare.rel_error(ana, num, tol, rtol)
+    rel = compare.rel_error(ana, num, tol, rtol, ok)
     bad = ~ok & ~kink
     result.checked, result.mismatches, result.nonsmooth = k, int(bad.sum()), int(kink.sum())
     result.max_rel_error = float(rel.max())
@@ -265,7 +265,7 @@ def _localise(
         if hi - lo <= LEAF:
             index = np.arange(lo, hi)
             leaf = compare_elements(loss, L0, af[index], index, sigma, rtol)
-            rel = compare.rel_error(af[index], leaf.numeric, leaf.atol, rtol)
+            rel = compare.rel_error(af[index], leaf.numeric, leaf.atol, rtol, leaf.ok)
             for j in np.flatnonzero(~leaf.ok & ~leaf.kink)[: REPORTED - len(found)]:
                 i, n = int(index[j]), float(leaf.numeric[j])
                 found.append(Element(

@@ -405,3 +405,10 @@ def test_a_saturating_net_narrower_than_the_step_is_never_called_wrong(w1):
     case = {"W1": np.array([[w1, -w1]]), "W2": np.array([[1e3]]), "x": np.array([1e3, 1e3])}
     result = gc.check_vjp(tanh_net, tanh_net_dx, case, "x", batched=True)
     assert result.status in ("pass", "nonsmooth"), result.explain()
+
+
+def test_a_wrong_tiny_gradient_shows_its_real_relative_error():
+    """Beside a term of 1e3, a dropped gradient of 3e-6 is 100 % wrong: the figure says so."""
+    case = {"W": np.array([[1.0, 1.0]]), "x": np.array([1e3, 3e-6])}
+    result = gc.check_vjp(lin, dW_dropped, case, "W", batched=True)
+    assert result.status == "fail" and result.max_rel_error > 0.5, result.explain()
