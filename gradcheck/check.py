@@ -204,7 +204,7 @@ def check_vjp(
         ))
         L0, noise = estimate_noise(loss, magnitude, rng)
         # L at x again, in a call of its own: randomness drawn once per (batched) call shows
-        again = float(loss.along([x], [0.0])[0])
+        again = loss.at_x()
         if abs(L0 - again) > compare.SAFETY * eps_of(target) * magnitude:
             raise _Broken(
                 f"forward is nondeterministic: two evaluations at the same input gave "

@@ -89,6 +89,10 @@ class Loss:
             rows.append(loss_rows(y[None], self.g)[0])
         return np.array(rows, dtype=np.float64)
 
+    def at_x(self) -> float:
+        """L at x itself, in a call of its own and without a copy of x."""
+        return float(self._call(self.x[None])[0])
+
     def at_elements(self, flat_index: np.ndarray, values: np.ndarray) -> np.ndarray:
         """L with element ``flat_index[r]`` of x set to ``values[r]``, one row per r."""
         n_rows = flat_index.size
