@@ -53,19 +53,17 @@ def _windows(x: np.ndarray, M: int, N: int, s: int) -> np.ndarray:
 def forward(x: Array, W: Array, b: Array, s: int) -> Array:
     """y (K, Ho, Wo); a leading batch axis on any one of x, W, b is carried to y.
 
-    Accumulates b + sum over (t, m, n) in that fixed order, one vectorised product per
-    kernel tap, so each output is rounded the same way with or without a batch axis
-    (an einsum changed results by an ulp between batched and per-sample calls).
+    im2col: the windows of x laid out as columns (T*M*N, Ho*Wo), then one matrix product
+    with the filters (K, T*M*N). With a batch axis, numpy's matmul makes one BLAS call of
+    that same shape per batch row, so each output is rounded the same way with or without
+    a batch axis (one big product over all rows, or an einsum, need not be).
     """
-    _, T, M, N = W.shape[-4:]
-    Ho, Wo = (x.shape[-2] - M) // s + 1, (x.shape[-1] - N) // s + 1
-    y = b[..., :, None, None] + np.zeros((Ho, Wo))
-    for t in range(T):
-        for m in range(M):
-            for n in range(N):
-                patch = x[..., t, m : m + (Ho - 1) * s + 1 : s, n : n + (Wo - 1) * s + 1 : s]
-                y = y + patch[..., None, :, :] * W[..., :, t, m, n, None, None]
-    return y
+    K, T, M, N = W.shape[-4:]
+    windows = np.moveaxis(_windows(x, M, N, s), (-2, -1), (-4, -3))  # (..., T, M, N, Ho, Wo)
+    Ho, Wo = windows.shape[-2:]
+    columns = np.ascontiguousarray(windows).reshape(*x.shape[:-3], T * M * N, Ho * Wo)
+    y = np.matmul(W.reshape(*W.shape[:-3], T * M * N), columns)
+    return y.reshape(*y.shape[:-1], Ho, Wo) + b[..., :, None, None]
 
 
 def cases(

@@ -3,9 +3,10 @@
 The noise model, stated once (every tolerance in gradcheck follows from it):
 
 * step      h_i = eps**(1/3) * max(1, |x_i|): balances truncation (~h^2) and rounding (~noise/h);
-* noise     sigma_L, the rounding noise of one evaluation of L, measured from a difference
-            table of L along a random direction (Moré & Wild's ECnoise), and floored by
-            eps * (sum|g*y| + |g|_1 * max|inputs|), the magnitudes that flow through L;
+* noise     sigma_L, the rounding noise of one evaluation of L: at least
+            eps * (sum|g*y| + |g|_1 * max|inputs|), the magnitudes that flow through L, and
+            measured from a difference table of L along a random direction (Moré & Wild's
+            ECnoise) when a verdict at that floor is not a pass;
 * rounding  error of a central difference at step h: sigma_i / h, where sigma_i is sigma_L
             or eps * max(|L(x+h)|, |L(x-h)|), whichever is larger (L may be far from 0
             at x +- h when it is 0 at x);

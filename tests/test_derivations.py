@@ -26,6 +26,16 @@ DERIVATIONS = {
     "conv2d": conv_mod.conv2d,
     "maxpool2d": pool_mod.maxpool2d,
 }
+# The benchmark's medium sizes (benchmarks/bench.py).
+MEDIUM = {
+    "softmax_ce": lambda rng: {"y": rng.standard_normal(1000), "gt": 3},
+    "linear": lambda rng: {"W": rng.standard_normal((64, 128)), "x": rng.standard_normal(128),
+                           "b": rng.standard_normal(64)},
+    "conv2d": lambda rng: {"x": rng.standard_normal((3, 32, 32)),
+                           "W": rng.standard_normal((8, 3, 3, 3)), "b": rng.standard_normal(8),
+                           "s": 1},
+    "maxpool2d": lambda rng: {"x": rng.standard_normal((16, 32, 32)), "M": 2, "N": 2, "s": 2},
+}
 # Magnitudes kept modest where a plain central difference would drown in rounding.
 SANITY_CASES = {
     "softmax_ce": softmax_mod.cases(),
@@ -135,14 +145,32 @@ def test_batched_forward_stacks_per_sample_forwards(name: str) -> None:
     @given(d.cases, st.data())
     def check(case: dict[str, Any], data: st.DataObject) -> None:
         for arg in float_args(case):
-            # Shifting by a constant keeps max-pool values separated.
-            copies = [case[arg] + shift for shift in (0.0, 0.375, -1.25)]
+            # Shifting by a constant keeps max-pool values separated; batches of 1 to 40
+            # rows, as the engine's chunks vary, and a BLAS product may tile by size.
+            shifts = data.draw(st.lists(st.sampled_from([0.0, 0.375, -1.25, 2.5, -0.125]),
+                                        min_size=1, max_size=40), label=f"shifts of {arg}")
+            copies = [case[arg] + shift for shift in shifts]
             batched = d.forward(**{**case, arg: np.stack(copies)})
             single = np.stack([d.forward(**{**case, arg: c}) for c in copies])
             assert batched.shape == single.shape
             np.testing.assert_array_equal(batched, single)
 
     check()
+
+
+@pytest.mark.parametrize("name", sorted(DERIVATIONS))
+@pytest.mark.parametrize("rows", [1, 5, 29, 64])
+def test_batched_forward_rounds_like_single_calls_at_benchmark_sizes(name: str, rows: int) -> None:
+    # The benchmark's medium sizes: larger matrix products than hypothesis draws, where a
+    # BLAS call could tile or thread differently.
+    rng = np.random.default_rng(rows)
+    case = MEDIUM[name](rng)
+    for arg in float_args(case):
+        copies = [case[arg] + rng.standard_normal(case[arg].shape) for _ in range(rows)]
+        forward = DERIVATIONS[name].forward
+        batched = forward(**{**case, arg: np.stack(copies)})
+        single = np.stack([forward(**{**case, arg: c}) for c in copies])
+        np.testing.assert_array_equal(batched, single)
 
 
 @pytest.mark.parametrize("name", sorted(DERIVATIONS))

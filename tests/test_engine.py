@@ -412,3 +412,46 @@ def test_a_wrong_tiny_gradient_shows_its_real_relative_error():
     case = {"W": np.array([[1.0, 1.0]]), "x": np.array([1e3, 3e-6])}
     result = gc.check_vjp(lin, dW_dropped, case, "W", batched=True)
     assert result.status == "fail" and result.max_rel_error > 0.5, result.explain()
+
+
+# ---------------------------------------------------------------- noise measured when needed
+
+
+def float32_inside(x):
+    """sin computed in float32: rounding noise ~1e-7 relative, far above the float64 floor."""
+    return np.sin(x.astype(np.float32)).astype(np.float64)
+
+
+@pytest.mark.parametrize("mode", ["exhaustive", "directional"])
+@pytest.mark.parametrize("seed", range(5))
+def test_a_noisy_forward_is_judged_at_its_measured_noise(mode, seed):
+    x = np.random.default_rng(seed).uniform(-3, 3, 40)
+    g = np.ones(40)
+    floor = np.finfo(np.float64).eps * (np.sum(np.abs(np.sin(x))) + 40 * np.abs(x).max())
+    right = gc.check_vjp(float32_inside, lambda dy, x: dy * np.cos(x), {"x": x}, "x",
+                         mode=mode, batched=True, seed=seed, upstream=g)
+    assert right.status == "pass", right.explain()
+    assert right.noise > 100 * floor  # judged at the measured noise, not the floor
+    wrong = gc.check_vjp(float32_inside, lambda dy, x: 2 * dy * np.cos(x), {"x": x}, "x",
+                         mode=mode, batched=True, seed=seed, upstream=g)
+    assert wrong.status == "fail", wrong.explain()
+
+
+def test_a_passing_check_spends_no_evaluations_on_the_noise():
+    x = np.random.default_rng(0).uniform(-3, 3, 50)
+    exhaustive = gc.check_vjp(fn.smooth, fn.smooth_dx, {"x": x}, "x", batched=True,
+                              mode="exhaustive")
+    directional = gc.check_vjp(fn.smooth, fn.smooth_dx, {"x": x}, "x", batched=True,
+                               mode="directional", directions=4)
+    assert exhaustive.status == directional.status == "pass"
+    assert exhaustive.evaluations == 2 * x.size + 2  # f(x), L(x) batched, L(x +- h e_i)
+    assert directional.evaluations == 2 * 4 + 2
+
+
+def test_batched_rows_that_disagree_with_a_single_call_are_reported():
+    def leaky(x):  # each row feels the batch size: rows of a batched call are not independent
+        return np.sin(x) + 1e-3 * (len(x) if x.ndim > 1 else 1) * x
+    result = gc.check_vjp(leaky, lambda dy, x: dy * (np.cos(x) + 1e-3), {"x": np.arange(4.0)},
+                          "x", batched=True)
+    assert result.status == "error"
+    assert "a call of its own and a row of a batched call" in result.message
