@@ -38,8 +38,15 @@ def _log_softmax(y: np.ndarray) -> np.ndarray:
 
 
 def forward(y: np.ndarray, gt: int) -> np.ndarray:
-    """L = -log softmax(y)[gt]; y of shape (..., n) gives L of shape (...)."""
-    return np.asarray(-_log_softmax(np.asarray(y, dtype=np.float64))[..., gt])
+    """L = logsumexp(y) - y_gt = log(sum_j exp(y_j - max y)) - (y_gt - max y); y of shape
+    (..., n) gives L of shape (...), in y's float dtype (float64 for integers)."""
+    y = np.asarray(y)
+    if not np.issubdtype(y.dtype, np.floating):
+        y = y.astype(np.float64)
+    z = y - y.max(axis=-1, keepdims=True)
+    z_gt = z[..., gt].copy()
+    np.exp(z, out=z)  # in place: a second logits-sized array costs more than the exp
+    return np.asarray(np.log(z.sum(axis=-1)) - z_gt)
 
 
 def cases(*, max_n: int = 5, max_logit: float = 50.0) -> st.SearchStrategy[dict[str, Any]]:

@@ -9,16 +9,17 @@ and, when one disagrees, localises the culprits by bisection down to exhaustive 
 
 The case's arrays are used as given, not copied (only a non-contiguous array, or one of
 another dtype, is converted); the engine never writes to them. A forward or vjp that
-modifies an argument (or the upstream gradient) in place is caught by comparing SHA-1
-digests of the arrays' bytes before and after, which costs no memory.
+modifies an argument (or the upstream gradient) in place is caught by comparing CRC-32
+checksums of the arrays' bytes before and after, which costs no memory (and half the time
+of a SHA-1 digest: an accidental change, not an adversary, is what is looked for).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import traceback
+import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -33,7 +34,7 @@ from gradcheck.verdict import REPORTED, Verdicts, compare_elements, directional
 MODES = ("auto", "exhaustive", "directional")
 MAX_EXHAUSTIVE = 1 << 16  # auto mode: larger inputs are checked along random directions
 WORK_BYTES = 12 * 8  # per element, exhaustive mode holds about 12 float64 work arrays
-DIRECTIONS = 4
+DIRECTIONS = 2  # a zeroed element among 70,000: 1 direction missed it for 1 seed in 40, 2 for none
 
 
 class _Broken(Exception):
@@ -123,13 +124,13 @@ def _seed_sequence(seed: int) -> np.random.SeedSequence:
     return np.random.SeedSequence(seed)
 
 
-def _digests(arrays: Mapping[str, np.ndarray]) -> dict[str, bytes]:
-    """A SHA-1 digest of each (C-contiguous) array's bytes: mutation is checked without a copy."""
-    return {k: hashlib.sha1(v.reshape(-1).view(np.uint8).data).digest() for k, v in arrays.items()}
+def _digests(arrays: Mapping[str, np.ndarray]) -> dict[str, int]:
+    """A CRC-32 of each (C-contiguous) array's bytes: mutation is checked without a copy."""
+    return {k: zlib.crc32(v.reshape(-1).view(np.uint8).data) for k, v in arrays.items()}
 
 
 def _unchanged(
-    arrays: Mapping[str, np.ndarray], before: dict[str, bytes], who: str, what: str = "input"
+    arrays: Mapping[str, np.ndarray], before: dict[str, int], who: str, what: str = "input"
 ) -> None:
     for k, digest in _digests(arrays).items():
         if digest != before[k]:

@@ -166,8 +166,13 @@ def rms_scale(x: np.ndarray) -> float:
 
 
 def random_direction(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
-    """A random unit direction, N(0, 1) scaled element-wise by max(1, |x|)."""
-    v = scaled_direction(rng.standard_normal(x.shape), x)
+    """A random unit direction: uniform in [-1, 1) (a continuous law, so no two errors cancel
+    exactly, and three times cheaper to draw than a normal one), scaled element-wise by
+    max(1, |x|)."""
+    v = rng.random(x.shape)
+    v *= 2.0
+    v -= 1.0
+    v = scaled_direction(v, x)
     vf = v.reshape(-1)  # |v| without BLAS (threaded dot products stall on busy machines)
     v /= np.sqrt(np.sum([np.sum(np.square(vf[i : i + ELEMENTS])) for i in slices(vf.size)]))
     return v

@@ -332,3 +332,13 @@ def test_maxpool_hand_built_overlap() -> None:
     np.testing.assert_array_equal(
         formula(d, "x", "as-written")(dy, **distinct), formula(d, "x", "reference")(dy, **distinct)
     )
+
+
+def test_softmax_forward_runs_in_float32_when_asked():
+    from gradcheck import check_vjp
+
+    y = np.array([1.0, -2.0, 0.5, 3.0], dtype=np.float32)
+    assert softmax_mod.forward(y, 1).dtype == np.float32
+    result = check_vjp(softmax_mod.forward, softmax_mod.dy_reference, {"y": y, "gt": 1}, "y",
+                       dtype=np.float32, batched=True)
+    assert result.status == "pass" and result.dtype == "float32", result.explain()
