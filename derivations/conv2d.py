@@ -50,19 +50,24 @@ def _windows(x: np.ndarray, M: int, N: int, s: int) -> np.ndarray:
     return sliding_window_view(x, (M, N), axis=(-2, -1))[..., ::s, ::s, :, :]
 
 
+def _columns(x: Array, M: int, N: int, s: int) -> Array:
+    """im2col: x (..., T, H, Wd) -> its windows as columns (..., T*M*N, Ho*Wo) (a copy)."""
+    windows = np.moveaxis(_windows(x, M, N, s), (-2, -1), (-4, -3))  # (..., T, M, N, Ho, Wo)
+    T, _, _, Ho, Wo = windows.shape[-5:]
+    return np.ascontiguousarray(windows).reshape(*x.shape[:-3], T * M * N, Ho * Wo)
+
+
 def forward(x: Array, W: Array, b: Array, s: int) -> Array:
     """y (K, Ho, Wo); a leading batch axis on any one of x, W, b is carried to y.
 
-    im2col: the windows of x laid out as columns (T*M*N, Ho*Wo), then one matrix product
-    with the filters (K, T*M*N). With a batch axis, numpy's matmul makes one BLAS call of
-    that same shape per batch row, so each output is rounded the same way with or without
-    a batch axis (one big product over all rows, or an einsum, need not be).
+    One matrix product of the filters (K, T*M*N) with the windows as columns. With a batch
+    axis, numpy's matmul makes one BLAS call of that same shape per batch row, so each
+    output is rounded the same way with or without a batch axis (one big product over all
+    rows, or an einsum, need not be).
     """
     K, T, M, N = W.shape[-4:]
-    windows = np.moveaxis(_windows(x, M, N, s), (-2, -1), (-4, -3))  # (..., T, M, N, Ho, Wo)
-    Ho, Wo = windows.shape[-2:]
-    columns = np.ascontiguousarray(windows).reshape(*x.shape[:-3], T * M * N, Ho * Wo)
-    y = np.matmul(W.reshape(*W.shape[:-3], T * M * N), columns)
+    Ho, Wo = (x.shape[-2] - M) // s + 1, (x.shape[-1] - N) // s + 1
+    y = np.matmul(W.reshape(*W.shape[:-3], T * M * N), _columns(x, M, N, s))
     return y.reshape(*y.shape[:-1], Ho, Wo) + b[..., :, None, None]
 
 
@@ -115,8 +120,8 @@ def dW_as_written(dy: Array, x: Array, W: Array, b: Array, s: int) -> Array:
 
 def dW_reference(dy: Array, x: Array, W: Array, b: Array, s: int) -> Array:
     """dW_k(t,m,n) = sum_ij dy(k,i,j) x(t, i*s+m, j*s+n)."""
-    M, N = W.shape[-2:]
-    return np.einsum("kij,tijmn->ktmn", dy, _windows(x, M, N, s))
+    K = dy.shape[0]
+    return (dy.reshape(K, -1) @ _columns(x, *W.shape[-2:], s).T).reshape(W.shape)
 
 
 def dx_as_written(dy: Array, x: Array, W: Array, b: Array, s: int) -> Array:
@@ -129,14 +134,16 @@ def dx_as_written(dy: Array, x: Array, W: Array, b: Array, s: int) -> Array:
 
 def dx_reference(dy: Array, x: Array, W: Array, b: Array, s: int) -> Array:
     """dx(t,p,q) = sum_k sum_{i*s+m=p, j*s+n=q} dy(k,i,j) W_k(t,m,n) (scatter-add)."""
-    _, _, M, N = W.shape
+    K, T, M, N = W.shape
     _, Ho, Wo = dy.shape
+    # the window gradients sum_k dy(k,i,j) W_k(t,m,n), then each tap added back in place
+    dwin = (W.reshape(K, -1).T @ dy.reshape(K, -1)).reshape(T, M, N, Ho, Wo)
     dx = np.zeros_like(x, dtype=np.float64)
     for m in range(M):
         for n in range(N):
             rows = slice(m, m + (Ho - 1) * s + 1, s)
             cols = slice(n, n + (Wo - 1) * s + 1, s)
-            dx[:, rows, cols] += np.einsum("kij,kt->tij", dy, W[:, :, m, n])
+            dx[:, rows, cols] += dwin[:, m, n]
     return dx
 
 
