@@ -27,7 +27,6 @@ from gradcheck.guard import (  # noqa: F401 (MODES: part of check's interface)
     digests,
     float_arrays,
     guard,
-    mutator,
     prepare,
     unchanged,
 )
@@ -91,6 +90,7 @@ def check_vjp(
     try:
         before = digests(arrays)
         y = as_float_array(fwd(**case), "forward", None)
+        unchanged(arrays, before, "forward")
         if upstream is None:
             g = rng.standard_normal(y.shape).astype(target)
         else:
@@ -101,8 +101,7 @@ def check_vjp(
         a = np.asarray(as_float_array(back(g, **case), "vjp", x.shape), dtype=np.float64)
         if any(np.may_share_memory(a, v) for v in (g, *arrays.values())):
             a = a.copy()  # the vjp returned (a view of) an argument: keep the result its own
-        if digests(arrays) != before:  # the forward or the vjp wrote to an input: which?
-            unchanged(arrays, before, mutator(fwd, case, arrays))
+        unchanged(arrays, before, "vjp")
         unchanged({"dy": g}, g_before, "vjp", "upstream gradient")
         loss = Loss(
             fwd, case, wrt, g, batched=batched, budget=budget,
@@ -118,18 +117,19 @@ def check_vjp(
         # L at x again, through the batched path: randomness drawn once per call shows
         _same(L0, loss.at_x(), magnitude, target, "two evaluations at the same input")
         # Judge at the noise floor first: the measured noise is never below it, and a larger
-        # noise only widens tolerances, so a pass there stands. Anything else is judged
-        # again at the measured noise, when that is larger.
+        # noise only widens tolerances, so a pass there stands -- unless a smaller step
+        # overruled D(h), on evidence (D(h) off by more than its noise) that a larger noise
+        # would withdraw. Anything else is judged again at the measured noise, if larger.
         floor = eps_of(target) * magnitude
         directions_from = rng.bit_generator.state
-        verdict = _judge(result, mode, loss, L0, a, floor, rng, directions)
-        if verdict.status != "pass":
+        verdict, overruled = _judge(result, mode, loss, L0, a, floor, rng, directions)
+        if verdict.status != "pass" or overruled:
             L_table, noise = estimate_noise(loss, magnitude, rng)
             _same(L0, L_table, magnitude, target,
                   "a call of its own and a row of a batched call, at the same input")
             if noise.sigma > floor:
                 rng.bit_generator.state = directions_from  # the same random directions
-                verdict = _judge(result, mode, loss, L0, a, noise.sigma, rng, directions)
+                verdict, _ = _judge(result, mode, loss, L0, a, noise.sigma, rng, directions)
             if noise.how == "upper bound":
                 verdict.notes.append(
                     "noise of L not resolved; its highest-order difference bounds it")
@@ -190,16 +190,16 @@ def _same(L1: float, L2: float, magnitude: float, dtype: np.dtype, how: str) -> 
 def _judge(
     template: CaseResult, mode: str, loss: Loss, L0: float, a: np.ndarray, sigma: float,
     rng: np.random.Generator, directions: int,
-) -> CaseResult:
-    """A fresh result: the verdict of ``mode`` at noise level sigma."""
+) -> tuple[CaseResult, bool]:
+    """A fresh result, the verdict of ``mode`` at noise level sigma, and whether an element
+    or direction agreed only on a smaller step, by evidence that depends on sigma."""
     result = dataclasses.replace(template, notes=list(template.notes), noise=sigma)
     if mode == "exhaustive":
         af = a.reshape(-1)
         v = compare_elements(loss, L0, af, np.arange(af.size), sigma, result.rtol)
         _fill(result, af, v, a.shape)
-    else:
-        directional(result, loss, L0, a, sigma, rng, directions)
-    return result
+        return result, bool(v.overruled.any())
+    return result, directional(result, loss, L0, a, sigma, rng, directions)
 
 
 def assert_vjp(

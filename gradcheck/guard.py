@@ -117,13 +117,3 @@ def unchanged(
         if digest != before[k]:
             raise Broken(f"{who} modified its {what} {k!r} in place; it must not mutate arguments")
 
-
-def mutator(
-    forward: Callable[..., Any], case: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
-) -> str:
-    """Which of forward and vjp modified an input: the forward is tried on copies (only
-    on this error path, so a passing check digests its inputs once less)."""
-    copies = {k: v.copy() for k, v in arrays.items()}
-    before = digests(copies)
-    forward(**{**case, **copies})
-    return "forward" if digests(copies) != before else "vjp"

@@ -6,7 +6,7 @@ The noise model, stated once (every tolerance in gradcheck follows from it):
 * noise     sigma_L, the rounding noise of one evaluation of L: at least
             eps * (sum|g*y| + |g|_1 * max|inputs|), the magnitudes that flow through L, and
             measured from a difference table of L along a random direction (Moré & Wild's
-            ECnoise) when a verdict at that floor is not a pass;
+            ECnoise) when a verdict at that floor is not a plain pass (see check.py);
 * rounding  error of a central difference at step h: sigma_i / h, where sigma_i is sigma_L
             or eps * max(|L(x+h)|, |L(x-h)|), whichever is larger (L may be far from 0
             at x +- h when it is 0 at x);
@@ -31,6 +31,7 @@ DEFAULT_BUDGET = 256 * 2**20  # bytes of perturbed inputs and outputs held at on
 CACHE_BYTES = 4 * 2**20  # a chunk of rows larger than this runs out of cache: slower per row
 ECNOISE_POINTS = 7  # evaluations in the noise difference table (orders 1..6)
 NOISE_STEPS = (0.5, 0.75, 0.9)  # the table's spacing, as powers of eps, tried in turn
+FLAT_STEP = 1 / 3  # the spacing, as a power of eps, when L is flat at the first one
 ELEMENTS = 1 << 18  # element-wise work on huge inputs is done in slices of this many
 
 
@@ -272,6 +273,14 @@ def estimate_noise(
             values = list(loss.along([direction] * len(ts), ts))
         values.insert(half, L0)
         measured, how = _ecnoise(values)
+        if how == "flat" and power == NOISE_STEPS[0]:
+            # L did not change at all: it is rounded more coarsely than the spacing (a
+            # forward computing in float32, say); a table as wide as the steps shows how
+            ts = [i * eps**FLAT_STEP for i in k]
+            values = list(loss.along([direction] * len(ts), ts))
+            values.insert(half, L0)
+            measured, how = _ecnoise(values)
+            break
         if how != "smooth":
             break
     floor = eps * (magnitude(L0) if callable(magnitude) else magnitude)

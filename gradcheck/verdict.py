@@ -50,6 +50,7 @@ class Verdicts:
     ok: np.ndarray  # agrees
     kink: np.ndarray  # sits at a kink, or is not resolved at any step tried (nonsmooth)
     unresolved: np.ndarray  # of the kink ones: the function changes faster than the step
+    overruled: np.ndarray  # agrees on D(h/8) over D(h), on evidence that depends on sigma
 
 
 def compare_elements(
@@ -67,9 +68,10 @@ def compare_elements(
     suspect = ok & compare.kink_suspect(
         d1.curvature_gap, d1.forward_slope, d1.backward_slope, tol
     )
+    overruled = np.zeros(index.size, dtype=bool)
     J = np.flatnonzero(~ok | suspect)
     if J.size == 0:
-        return Verdicts(num, tol, ok, kink, unresolved)
+        return Verdicts(num, tol, ok, kink, unresolved, overruled)
     d2 = differences(loss, L0, index[J], 2 * h[J])
     gap2 = np.zeros(index.size)
     gap2[J] = d2.curvature_gap
@@ -93,6 +95,7 @@ def compare_elements(
         resolved_K = compare.resolved(trunc_K, s1.central, noise_K, rtol)
         fine = evidence & resolved_K & compare.agrees(a[K], s1.central, tol_small, rtol)
         num[K[fine]], tol[K[fine]], ok[K[fine]] = s1.central[fine], tol_small[fine], True
+        overruled[K[fine]] = True
         # D(h) -> D(h/8) should move by about the truncation estimate; far more means the
         # differences are not in their asymptotic regime (the function is not resolved)
         erratic = np.abs(s1.central - num[K]) > 2 * (trunc[retry] + noise_K + noise[K])
@@ -103,7 +106,7 @@ def compare_elements(
         d1.forward_slope[R], d1.backward_slope[R], tol[R] + rtol * np.abs(num[R]),
     )
     unresolved[J] = ~ok[J] & ~kink[J] & ~resolved
-    return Verdicts(num, tol, ok, kink | unresolved, unresolved)
+    return Verdicts(num, tol, ok, kink | unresolved, unresolved, overruled)
 
 
 @dataclass
@@ -113,6 +116,7 @@ class DirectionVerdict:
     atol: float
     ok: bool
     kink: bool
+    overruled: bool = False  # agrees on D(t/8) over D(t), on evidence that depends on sigma
 
 
 def _projection(x: np.ndarray, v: np.ndarray, t: float, a: np.ndarray) -> tuple[float, float]:
@@ -182,7 +186,7 @@ def along_directions(
         fine = bool(compare.resolved(abs(s1 - s2) / 3, s1, noise_s, rtol))
         if evidence and fine and compare.agrees(np.array(as1), np.array(s1), np.array(tol_s),
                                                 rtol):
-            out[i] = DirectionVerdict(as1, s1, tol_s, True, False)
+            out[i] = DirectionVerdict(as1, s1, tol_s, True, False, overruled=True)
         else:  # at a kink, or not resolved at either step: nonsmooth, not a verdict
             blurred = evidence and (not fine or erratic) or not evidence and not resolved
             out[i] = DirectionVerdict(a1, n1, tol, False, kink or blurred)
@@ -197,8 +201,9 @@ def directional(
     sigma: float,
     rng: np.random.Generator,
     k: int,
-) -> None:
-    """Directional mode: k random directions; a disagreeing one is bisected to elements."""
+) -> bool:
+    """Directional mode: k random directions; a disagreeing one is bisected to elements.
+    Returns whether a direction agreed only on the sigma-dependent smaller step."""
     x, rtol = loss.x, result.rtol
     t = eps_of(x.dtype) ** (1 / 3) * rms_scale(x)
     # All k directions go through one batched evaluation when they fit in a quarter of the
@@ -250,6 +255,7 @@ def directional(
                             "by finite differences at steps down to t/8")
     else:
         result.status = "pass"
+    return any(r.overruled for r in rows)
 
 
 def _localise(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 from hypothesis import example, given, settings
@@ -455,3 +457,44 @@ def test_batched_rows_that_disagree_with_a_single_call_are_reported():
                           "x", batched=True)
     assert result.status == "error"
     assert "a call of its own and a row of a batched call" in result.message
+
+
+def pseudo_noisy(x):
+    """Smooth, plus deterministic noise of 1e-9 in L that depends on x's bits."""
+    u = zlib.crc32(x.tobytes()) / 2**32 - 0.5
+    return np.array(np.sum(np.sin(x) + 0.5 * x**2) + 1e-9 * u)
+
+
+def test_a_pass_on_a_smaller_step_at_the_floor_is_judged_again_at_the_measured_noise():
+    """At the noise floor, D(h) looks off by more than its noise, so D(h/8) may overrule it
+    and accept a gradient 3e-4 off; at the measured noise (1e-11) that evidence is gone and
+    D(h) rejects it. Found by review: the floor verdict alone passed it."""
+    wrong = lambda dy, x: dy * (np.cos(x) + x) * (1 + 3e-4)  # noqa: E731
+    result = gc.check_vjp(pseudo_noisy, wrong, {"x": np.array([1.859])}, "x", seed=11)
+    assert result.status == "fail", result.explain()
+
+
+def float32_linear(W, x, b):
+    """W x + b computed in float32 from float64 inputs: L is rounded to float32 steps."""
+    y = np.matmul(W.astype(np.float32), x.astype(np.float32)[..., None])[..., 0]
+    return (y + b.astype(np.float32)).astype(np.float64)
+
+
+def test_a_forward_rounded_more_coarsely_than_the_noise_table_is_not_failed():
+    """L is flat at the noise table's first spacing (eps^0.5), though not at the step:
+    the table is taken again as wide as the step, and sees float32's rounding."""
+    case = {"W": np.array([[0.885, 2.131, 0.913]]), "x": np.array([-0.28, 0.038, -0.483]),
+            "b": np.array([-0.782])}
+    result = gc.check_vjp(float32_linear, fn.linear_dW, case, "W", batched=True)
+    assert result.status == "pass", result.explain()
+    assert result.noise > 1e-9  # float32 rounding of L ~ 1e-8, not float64's
+
+
+def test_an_idempotent_in_place_forward_is_named():
+    def relu_in_place(x):  # a second call changes nothing: the culprit is still the forward
+        np.maximum(x, 0, out=x)
+        return 2 * x
+    result = gc.check_vjp(relu_in_place, lambda dy, x: 2 * dy * (x > 0),
+                          {"x": np.array([-1.0, 2.0])}, "x")
+    assert result.status == "error"
+    assert result.message.startswith("forward modified its input 'x'"), result.message
