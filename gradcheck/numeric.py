@@ -31,7 +31,7 @@ DEFAULT_BUDGET = 256 * 2**20  # bytes of perturbed inputs and outputs held at on
 CACHE_BYTES = 4 * 2**20  # a chunk of rows larger than this runs out of cache: slower per row
 ECNOISE_POINTS = 7  # evaluations in the noise difference table (orders 1..6)
 NOISE_STEPS = (0.5, 0.75, 0.9)  # the table's spacing, as powers of eps, tried in turn
-FLAT_STEP = 1 / 3  # the spacing, as a power of eps, when L is flat at the first one
+FLAT_STEP = 1 / 3  # the spacing, as a power of eps, when neighbours at the first are equal
 ELEMENTS = 1 << 18  # element-wise work on huge inputs is done in slices of this many
 
 
@@ -273,9 +273,10 @@ def estimate_noise(
             values = list(loss.along([direction] * len(ts), ts))
         values.insert(half, L0)
         measured, how = _ecnoise(values)
-        if how == "flat" and power == NOISE_STEPS[0]:
-            # L did not change at all: it is rounded more coarsely than the spacing (a
-            # forward computing in float32, say); a table as wide as the steps shows how
+        if power == NOISE_STEPS[0] and any(values[i] == values[i + 1] for i in range(len(k))):
+            # L did not change between neighbours: it is rounded more coarsely than the
+            # spacing (a forward computing in float32, say); a table as wide as the steps
+            # shows how coarsely
             ts = [i * eps**FLAT_STEP for i in k]
             values = list(loss.along([direction] * len(ts), ts))
             values.insert(half, L0)

@@ -498,3 +498,12 @@ def test_an_idempotent_in_place_forward_is_named():
                           {"x": np.array([-1.0, 2.0])}, "x")
     assert result.status == "error"
     assert result.message.startswith("forward modified its input 'x'"), result.message
+
+
+def test_a_forward_rounded_in_steps_that_the_noise_table_rarely_crosses_is_not_failed():
+    """Neighbours of the first noise table are equal (L moves in float32 steps, not
+    continuously): the table is taken again as wide as the step."""
+    case = {"W": np.array([[-0.175, -0.422, 0.214]]), "x": np.array([0.217, 2.118, -1.112]),
+            "b": np.array([-0.378])}
+    result = gc.check_vjp(float32_linear, fn.linear_dx, case, "x", batched=True)
+    assert result.status == "pass", result.explain()
