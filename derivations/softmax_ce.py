@@ -41,7 +41,7 @@ def forward(y: np.ndarray, gt: int) -> np.ndarray:
     """L = logsumexp(y) - y_gt = log(sum_j exp(y_j - max y)) - (y_gt - max y); y of shape
     (..., n) gives L of shape (...), in y's float dtype (float64 for integers)."""
     y = np.asarray(y)
-    if not np.issubdtype(y.dtype, np.floating):
+    if y.dtype.kind != "f":
         y = y.astype(np.float64)
     z = y - y.max(axis=-1, keepdims=True)
     z_gt = z[..., gt].copy()

@@ -69,7 +69,7 @@ def check_vjp(
     case, target, notes = prepare(case, wrt, mode, dtype)
     arrays = float_arrays(case)
     result = CaseResult(
-        status="error", wrt=wrt, dtype=str(target), seed=int(seed), notes=notes,
+        status="error", wrt=wrt, dtype=target.name, seed=int(seed), notes=notes,
         shapes={k: tuple(v.shape) for k, v in arrays.items()},
         params={k: v for k, v in case.items() if k not in arrays},
         rtol=compare.rtol_of(target),

@@ -12,9 +12,12 @@ disagreeing one (a wrong tiny gradient shows how wrong it is).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
+
+from gradcheck.numeric import eps_of
 
 SAFETY = 8.0  # error estimates are ~1 standard deviation; 8 keeps a 1e6-element check quiet
 KINK_SUSPECT = 0.1  # one-sided slopes differing by 10 % at step h: test for a kink
@@ -31,7 +34,7 @@ RULE = (
 
 
 def rtol_of(dtype: Any) -> float:
-    return float(np.sqrt(np.finfo(dtype).eps))
+    return math.sqrt(eps_of(dtype))
 
 
 def atol(
