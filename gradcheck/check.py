@@ -4,9 +4,10 @@ Exhaustive mode compares every element; extra evaluations (a second step for the
 truncation estimate, a smaller step, the kink test) are spent only on the elements whose
 first comparison is not already inside the noise-only tolerance, so a passing check costs
 2n + 2 evaluations (the noise of L is measured only when the verdict at its floor is not a
-pass). Directional mode compares a few random directional derivatives and, when one
-disagrees, localises the culprits by bisection down to exhaustive blocks. What a case may
-hold, and how the user's callables are guarded, is ``gradcheck.guard``'s job.
+pass, or rests on a smaller step). Directional mode compares a few random directional
+derivatives and, when one disagrees, localises the culprits by bisection down to exhaustive
+blocks. What a case may hold, and how the user's callables are guarded, is
+``gradcheck.guard``'s job.
 """
 
 from __future__ import annotations

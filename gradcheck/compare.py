@@ -24,7 +24,8 @@ KINK_SUSPECT = 0.1  # one-sided slopes differing by 10 % at step h: test for a k
 KINK_RATIO = 0.75  # smooth: |L+ - 2L0 + L-|/h halves with h; a kink keeps it (ratio ~1)
 
 RULE = (
-    "element agrees when |a - n| <= atol_i + rtol*|n|, atol_i = 8*(sigma_L/h_i + trunc_i), "
+    "element agrees when |a - n| <= atol_i + rtol*|n|, "
+    f"atol_i = {SAFETY:g}*(sigma_L/h_i + trunc_i), "
     "rtol = sqrt(eps); sigma_L = eps*magnitudes in L (a pass on D(h) or D(2h) there "
     "stands; otherwise the measured noise of L, ECnoise, if larger), or eps*max|L(x+-h)| "
     "if larger; "

@@ -18,12 +18,11 @@ from typing import Any
 import numpy as np
 
 from gradcheck.compare import RULE
-from gradcheck.result import CaseResult
+from gradcheck.result import STATUSES, CaseResult
 from gradcheck.runall import Run
 from gradcheck.runner import FormulaResult
 
 SCHEMA = "gradcheck-report/1"
-STATUSES = ("pass", "fail", "nonsmooth", "error")
 
 
 def unwritable(path: str | os.PathLike[str]) -> str | None:

@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from gradcheck.numeric import Loss, eps_of, random_direction, rms_scale, shifted
+from gradcheck.guard import prepare
+from gradcheck.numeric import Loss, eps_of, random_direction, rms_scale
+from gradcheck.verdict import projection
 
 STEPS = tuple(10.0 ** -k for k in np.arange(1, 13.5, 0.5))
 
@@ -30,8 +32,7 @@ def step_sweep(
     steps: tuple[float, ...] = STEPS,
 ) -> dict[str, Any]:
     """{'h': [...], 'error': [...], 'chosen_h': h*, 'chosen_error': e*} in plain floats."""
-    case = {k: v.astype(np.float64) if isinstance(v, np.ndarray)
-            and np.issubdtype(v.dtype, np.floating) else v for k, v in case.items()}
+    case, _, _ = prepare(case, wrt, "auto", np.float64)
     x = case[wrt]
     rng = np.random.default_rng(seed)
     y = np.asarray(forward(**case))
@@ -44,8 +45,7 @@ def step_sweep(
     for h in [*steps, chosen]:
         Lp, Lm = loss.along([v, v], [h, -h])
         numeric = (Lp - Lm) / (2 * h)
-        step = shifted(x, v, h, np.empty_like(x)) - shifted(x, v, -h, np.empty_like(x))
-        analytic = float(np.sum(a * step)) / (2 * h)  # on the stencil as rounded
+        analytic = projection(x, v, h, a)[0]  # on the stencil as rounded
         errors.append(abs(numeric - analytic) / max(abs(analytic), abs(numeric), 1e-300))
     return {"h": [float(h) for h in steps], "error": [float(e) for e in errors[:-1]],
             "chosen_h": float(chosen), "chosen_error": float(errors[-1])}

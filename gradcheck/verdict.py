@@ -119,7 +119,7 @@ class DirectionVerdict:
     overruled: bool = False  # agrees on D(t/8) over D(t), on evidence that depends on sigma
 
 
-def _projection(x: np.ndarray, v: np.ndarray, t: float, a: np.ndarray) -> tuple[float, float]:
+def projection(x: np.ndarray, v: np.ndarray, t: float, a: np.ndarray) -> tuple[float, float]:
     """<a, x+ - x-> / 2t on the actual stencil x+- = x +- t v, and a bound on its rounding;
     slice by slice, so a huge input needs no x-sized temporaries."""
     xf, vf, af = x.reshape(-1), v.reshape(-1), a.reshape(-1)
@@ -152,7 +152,7 @@ def along_directions(
     x, k = loss.x, len(vs)
     L1 = loss.along([v for v in vs for _ in range(2)], [t, -t] * k).reshape(k, 2)
     first = [_slopes(L0, L, t) for L in L1]
-    proj = [_projection(x, v, t, a) for v in vs]
+    proj = [projection(x, v, t, a) for v in vs]
     tol1 = [float(compare.atol(sigma, np.array(t), dot)) for _, dot in proj]
     ok1 = [bool(compare.agrees(np.array(p[0]), np.array(f[0]), np.array(tl), rtol))
            for p, f, tl in zip(proj, first, tol1, strict=True)]
@@ -177,7 +177,7 @@ def along_directions(
         small = loss.along([vs[i]] * 4, [t / SMALL, -t / SMALL, 2 * t / SMALL, -2 * t / SMALL])
         s1 = _slopes(L0, small[:2], t / SMALL)[0]
         s2 = _slopes(L0, small[2:], 2 * t / SMALL)[0]
-        as1, dots = _projection(x, vs[i], t / SMALL, a)
+        as1, dots = projection(x, vs[i], t / SMALL, a)
         noise_s = sigma / (t / SMALL) + dots
         tol_s = float(compare.atol(sigma, np.array(t / SMALL), abs(s1 - s2) / 3 + dots))
         evidence = kink or abs(n1 - n2) / 3 > sigma / t + dot1 or \
