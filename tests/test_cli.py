@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -267,17 +266,18 @@ def test_unusable_output_is_refused_before_the_run(tmp_path, no_run, where, mess
     assert "Traceback" not in result.output
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0,
-                    reason="root may write to any directory")
-def test_read_only_output_directory_is_refused(tmp_path, no_run):
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o500)
-    try:
-        result = invoke("check", "linear", "-o", str(locked / "r.json"))
-    finally:
-        locked.chmod(0o700)
-    assert result.exit_code == 2 and "cannot create a file" in result.stderr
+def test_read_only_output_directory_is_refused(tmp_path, no_run, monkeypatch):
+    """The probe file cannot be created (as in a read-only folder; chmod would not stop root,
+    who runs CI here): a usage error naming the folder, before the run."""
+    import gradcheck.report
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(gradcheck.report.tempfile, "NamedTemporaryFile", denied)
+    result = invoke("check", "linear", "-o", str(tmp_path / "r.json"))
+    assert result.exit_code == 2, result.output
+    assert "cannot create a file in" in result.stderr and "Permission denied" in result.stderr
 
 
 def test_output_that_fails_at_the_end_is_a_clear_error(tmp_path, monkeypatch):
@@ -394,8 +394,8 @@ def test_explain_maxpool_as_written_shows_a_grid_per_channel():
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "x[0, :, :]" in out and "Case: x (" in out and "s=1" in out
-    rows = out.split("x[0, :, :]")[1].strip().splitlines()
-    assert any(cell not in (".", "k") for row in rows for cell in row.split())
+    grid = out.split("x[0, :, :]")[1].strip().split("\n\n")[0].split("x[1, :, :]")[0]
+    assert any(cell not in (".", "k") for row in grid.splitlines() for cell in row.split())
 
 
 def test_explain_a_passing_formula():
@@ -425,10 +425,8 @@ def test_explain_user_formulas(module, formula, code, expected):
 
 
 def test_default_catalogue_run_is_as_expected_and_the_same_with_jobs_2():
-    """The default run over the built-in catalogue (seed 3), then again in 2 processes.
-
-    One test, so that pytest-xdist cannot split it and run the whole catalogue twice over.
-    """
+    """The default run over the built-in catalogue (seed 3); a short run in 2 processes
+    gives the same report as in one."""
     serial = invoke("check", "--format", "json", "--seed", "3")
     assert serial.exit_code == 0, serial.output
     data = report_of(serial)
@@ -440,9 +438,12 @@ def test_default_catalogue_run_is_as_expected_and_the_same_with_jobs_2():
         if f["status"] == "pass":
             assert f["cases"] == 100 and f["counterexample"] is None
         assert sum(f["coverage"].values()) == f["cases"]
-    parallel = invoke("check", "--format", "json", "--seed", "3", "--jobs", "2")
-    assert parallel.exit_code == 0, parallel.output
-    assert without_seconds(report_of(parallel)) == without_seconds(data)
+    # the same report from 2 worker processes (at 10 examples: the comparison, not the
+    # verdicts, is the point here, and test_catalogue.py checks the verdicts at 200)
+    short = invoke("check", "--format", "json", "--seed", "3", "-n", "10")
+    parallel = invoke("check", "--format", "json", "--seed", "3", "-n", "10", "--jobs", "2")
+    assert short.exit_code == parallel.exit_code == 0, parallel.output
+    assert without_seconds(report_of(parallel)) == without_seconds(report_of(short))
 
 
 def test_runs_as_a_script():

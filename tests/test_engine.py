@@ -43,12 +43,13 @@ CLOSED_FORM = {
 @pytest.mark.parametrize("name", sorted(CLOSED_FORM))
 @settings(max_examples=60, deadline=None)
 @given(x=vec(2, 6, finite))
-def test_numeric_gradient_is_accurate_and_its_error_bound_holds(name, x):
+def test_numeric_gradient_is_accurate_and_its_error_estimate_covers_it(name, x):
     f, grad = CLOSED_FORM[name]
     numeric, error = gc.numeric_gradient(f, x)
     exact = grad(x)
     true_error = np.abs(numeric - exact)
     assert np.max(true_error) <= 1e-8 * max(1.0, np.max(np.abs(exact)))
+    # an estimate (about one standard deviation), used by the engine with SAFETY = 8
     assert np.all(true_error <= compare.SAFETY * error)
 
 
@@ -224,7 +225,7 @@ def test_batched_and_per_call_paths_agree(case):
     a = gc.check_vjp(fn.linear, fn.linear_dW, case, "W", batched=True)
     b = gc.check_vjp(fn.linear, fn.linear_dW, case, "W", batched=False)
     assert a.status == b.status == "pass"
-    assert np.allclose(a.numeric, b.numeric, rtol=1e-9, atol=1e-9 * np.abs(b.numeric).max())
+    assert np.array_equal(a.numeric, b.numeric)  # the same rows, rounded the same way
 
 
 def test_tiny_memory_budget_gives_the_same_numbers():
@@ -387,7 +388,8 @@ def test_a_function_narrower_than_the_step_is_never_passed_wrongly(mode, scale):
     case = {"W": np.array([[1e3, -1e3]]), "x": np.array([1e3, 1e3])}
     vjp = lambda dy, W, x: scale * exp_lin_dx(dy, W, x)  # noqa: E731
     result = gc.check_vjp(exp_lin, vjp, case, "x", batched=True, mode=mode)
-    assert result.status != ("fail" if scale == 1.0 else "pass"), result.explain()
+    allowed = {"pass", "nonsmooth"} if scale == 1.0 else {"fail", "nonsmooth"}
+    assert result.status in allowed, result.explain()
 
 
 def tanh_net(W1, W2, x):

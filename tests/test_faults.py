@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 import cli
 import gradcheck as gc
@@ -164,3 +165,26 @@ def test_check_vjp_raises_only_documented_errors(case, wrt, forward, vjp, mode):
     else:
         assert result.status in ("pass", "fail", "nonsmooth", "error")
         assert result.status != "error" or result.message
+
+
+FORWARDS = [lambda x: np.sin(x), lambda x: np.sin(x).sum(), lambda x: None, lambda x: 1 / 0,
+            lambda x: np.sin(x)[:-1], lambda x: np.full_like(x, np.nan)]
+RIGHT, FLIPPED = (lambda dy, x: dy * np.cos(x)), (lambda dy, x: -dy * np.cos(x))
+VJPS = [RIGHT, FLIPPED, lambda dy, x: None, lambda dy, x: 1 / 0, lambda dy, x: x[:1],
+        lambda dy, x: dy * np.nan]
+
+
+@settings(max_examples=300, deadline=None)
+@given(x=arrays(np.float64, st.integers(1, 4), elements=st.floats(-10, 10)),
+       forward=st.sampled_from(FORWARDS), vjp=st.sampled_from(VJPS),
+       mode=st.sampled_from(["auto", "exhaustive", "directional"]))
+def test_check_vjp_on_valid_cases_gives_a_verdict_or_a_named_error(x, forward, vjp, mode):
+    """Valid cases with working and broken callables: a verdict or an error with a message,
+    never an exception; the working pair passes and its sign flip fails."""
+    result = gc.check_vjp(forward, vjp, {"x": x}, "x", mode=mode, batched=forward is FORWARDS[0])
+    assert result.status in ("pass", "fail", "nonsmooth", "error")
+    assert result.status != "error" or result.message
+    if forward in FORWARDS[:2] and vjp is RIGHT:
+        assert result.status == "pass", result.explain()
+    if forward in FORWARDS[:2] and vjp is FLIPPED and np.abs(np.cos(x)).max() > 1e-3:
+        assert result.status == "fail", result.explain()

@@ -60,7 +60,7 @@ def test_passing_formula_checks_every_example_and_coverage_sums_to_cases(calls):
     assert r.cases == len(calls) == 20
     assert sum(r.coverage.values()) == r.cases and set(r.coverage) <= {"single", "several"}
     assert r.max_rel_error is not None and r.median_rel_error is not None
-    assert 0 <= r.median_rel_error <= r.max_rel_error < 1e-6
+    assert 0 <= r.median_rel_error <= r.max_rel_error < 1e-8  # ~5.9e-10 seen
 
 
 def test_nonsmooth_formula_reports_the_kink():
@@ -122,7 +122,7 @@ def test_directional_mode_runs_and_passes():
 @pytest.mark.parametrize("kwargs", [{"examples": 0}, {"examples": True}, {"examples": 2.5},
                                     {"mode": "sideways"}, {"dtype": "float16"}, {"seed": "3"}])
 def test_settings_reject_bad_values(kwargs):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=f"^{next(iter(kwargs))} must be"):
         Settings(**kwargs)
 
 
