@@ -1,4 +1,4 @@
-"""gradcheck's command line: list, check and explain hand-derived gradient formulas.
+"""gradcheck's command line: list, check, explain and sweep hand-derived gradient formulas.
 
 Run from the checkout as ``python cli.py ...``. The built-in catalogue is every module in
 ``derivations/``; ``--module NAME_OR_PATH`` adds your own (loading a module runs its code).

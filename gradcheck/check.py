@@ -37,7 +37,7 @@ from gradcheck.verdict import REPORTED, Verdicts, compare_elements, directional
 
 MAX_EXHAUSTIVE = 1 << 16  # auto mode: larger inputs are checked along random directions
 WORK_BYTES = 12 * 8  # per element, exhaustive mode holds about 12 float64 work arrays
-DIRECTIONS = 2  # a zeroed element among 70,000: 1 direction missed it for 1 seed in 40, 2 for none
+DIRECTIONS = 2  # see benchmarks/README.md: a third or fourth caught no seed the second missed
 
 
 @functools.lru_cache(maxsize=64)
