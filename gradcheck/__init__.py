@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 _WHERE = {
     "check_vjp": "gradcheck.check",
     "assert_vjp": "gradcheck.check",
-    "numeric_gradient": "gradcheck.numeric",
+    "numeric_gradient": "gradcheck.noise",
     "CaseResult": "gradcheck.result",
     "RULE": "gradcheck.compare",
     "Derivation": "gradcheck.declare",
