@@ -11,18 +11,19 @@ chosen multiple of a base step (a ``Probe``).
 3. Still outside: refinement. Steps h/8 (with 2h/8), h/64 (with 2h/64), ... are tried
    (starting from the item's own scale when it is smaller than h/8: |x_i| h for an element
    with 0 < |x_i| < 1, so a pole or domain edge at 0 is reached at once)
-   while there is evidence that the coarser difference is off (D(h) and D(2h) differ beyond
-   their noise, a kink, a step that left the domain -- the forward non-finite there -- or
-   D(h/8) moved away from D(h)). At each level an item
+   for the items that neither agree nor settle. Evidence that D(h) is off: D(h) and D(2h)
+   differ beyond their noise, a kink, a step that left the domain (the forward is
+   non-finite there), or a finer difference moved beyond the noise. At each level an item
    * agrees, when that level is resolved, informative (its tolerance below half its value,
      or no wider than the noise-only tolerance at h) and inside its tolerance;
    * disagrees, when the level is resolved, informative, not at a kink, and it settles:
      it agrees with the previous level within their error estimates;
    * else goes one level finer, until the step would no longer be a representable change
      of x (ULPS units in its last place), or rounding alone (SAFETY sigma/h) would exceed
-     the values in play (the noise limit), or MAX_LEVELS: then it is "not resolved", or at
-     a kink if the one-sided slopes still keep their gap with the analytic value between.
-An item never refined beyond D(h) (no evidence that it is off) is judged on D(h).
+     the values in play (the noise limit), or MAX_LEVELS. There it is at a kink if the
+     one-sided slopes still keep their gap with the analytic value between; it disagrees
+     on D(h) if no step moved the difference beyond its noise (flat at every scale, the
+     analytic value outside every tolerance); else it is "not resolved".
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from gradcheck import compare
 
 SMALL = 8  # each refinement level divides the step by SMALL
 MAX_LEVELS = 16  # h / 8**16: past the noise limit of any step that starts at eps^(1/3) scale
-ULPS = 64  # the finest step is this many units in the last place of x: a representable change
+ULPS = 4  # the finest step is this many units in the last place of x: a representable change
 INFORMATIVE = 0.5  # a refined level decides only where its tolerance is below half its value
 
 
@@ -112,8 +113,9 @@ def _judge(probe: Probe, n: int, sigma: float, eps: float, rtol: float) -> Verdi
     kink[J] = compare.is_kink(a[J], d1.curvature_gap[J], d2.curvature_gap, d1.forward_slope[J],
                               d1.backward_slope[J], tol[J] + rtol * np.abs(num[J]))
     kink[J] &= ~ok[J] | suspect[J]
-    # Refinement, for the items still outside, while there is evidence that D(h) is off:
-    # elsewhere a smaller step's looser noise tolerance would excuse real errors.
+    # Refinement, for the items still outside. A smaller step may let an item agree only
+    # where there is evidence that the coarser difference is off: elsewhere its looser
+    # noise tolerance would excuse real errors.
     left = ~ok[J]
     K = J[left]
     evidence = (trunc[left] > noise[K]) | kink[K] | ~finite[left]
@@ -131,30 +133,29 @@ def _judge(probe: Probe, n: int, sigma: float, eps: float, rtol: float) -> Verdi
         tol_k = compare.atol(noise_k * s1.h, s1.h, trunc_k)
         good = s1.finite & s2.finite
         gap = np.abs(s1.central - prev)
-        moved = ~(gap <= noise_k + prev_noise)
-        if level == 1:
-            evidence |= moved
+        evidence |= ~(gap <= noise_k + prev_noise)  # moved beyond the noise of both
         level_kink = good & compare.is_kink(
             s1.analytic, s1.curvature_gap, s2.curvature_gap, s1.forward_slope,
             s1.backward_slope, tol_k + rtol * np.abs(s1.central))
         decides = good & compare.resolved(trunc_k, s1.central, noise_k, rtol) & (
-            tol_k <= np.maximum(INFORMATIVE * np.abs(s1.central), base_tol[K]))
+            tol_k <= np.fmax(INFORMATIVE * np.abs(s1.central), base_tol[K]))
         agree = evidence & decides & compare.agrees(s1.analytic, s1.central, tol_k, rtol)
-        settled = evidence & decides & ~level_kink & ~agree & (gap <= 2 * (prev_err + noise_k))
+        settled = decides & ~level_kink & ~agree & (gap <= 2 * (prev_err + noise_k))
         take = agree | settled
         num[K[take]], tol[K[take]], a[K[take]] = s1.central[take], tol_k[take], \
             s1.analytic[take]
         ok[K[agree]], overruled[K[agree]] = True, True
         kink[K[take]] = False
-        # no evidence that D(h) is off: D(h) stands (it is resolved: trunc <= its noise)
-        done = take | ~evidence
         limit = (s1.h / SMALL < s1.finest) | ~(
             compare.SAFETY * SMALL * noise_k <= np.fmax(np.abs(s1.analytic), np.abs(s1.central)))
-        stop = ~done & (limit | (level == MAX_LEVELS))
+        stop = ~take & (limit | (level == MAX_LEVELS))
+        # Flat within the noise at every step down to the limit, with the analytic value
+        # outside every tolerance: D(h) stands (the gradient is not what the formula says).
+        flat = stop & ~evidence & good & ~level_kink
         kink[K[stop]] = level_kink[stop]
-        unresolved[K[stop]] = ~kink[K[stop]]
-        outside[K[stop]] = ~good[stop] & ~kink[K[stop]]
-        keep = ~done & ~stop
+        unresolved[K[stop & ~flat]] = ~level_kink[stop & ~flat]
+        outside[K[stop]] = ~good[stop] & ~level_kink[stop]
+        keep = ~take & ~stop
         K, evidence, first = K[keep], evidence[keep], first[keep]
         prev = np.where(good, s1.central, prev)[keep]
         prev_err = np.where(good, trunc_k + noise_k, prev_err)[keep]

@@ -1,7 +1,8 @@
 """The rounding noise of L, measured (Moré & Wild's ECnoise), and ``numeric_gradient``.
 
 The noise of one evaluation of L is taken from difference tables of L along a random
-direction: 7 values at spacings eps^0.5, eps^0.75 and eps^0.9, and the lowest noise level
+direction (random signs times each element's scale: max(1, |x_i|), or |x_i| where
+0 < |x_i| < 1, as for the refined steps of ``gradcheck.judge``): 7 values at spacings eps^0.5, eps^0.75 and eps^0.9, and the lowest noise level
 any of them shows, or the lowest bound on it (the highest-order difference of a table that
 shows no level: a coarser table can take a pole or kink within it for noise; rounding
 noise does not depend on the spacing); one table at eps^(1/3) when neighbours at eps^0.5
@@ -81,7 +82,7 @@ def estimate_noise(
     eps = eps_of(x.dtype)
     # random signs, the same draws as rng.choice([-1.0, 1.0]) but without its overhead
     signs = np.where(rng.integers(0, 2, size=x.shape).astype(bool), 1.0, -1.0)
-    direction = scaled_direction(np.asarray(signs, dtype=np.float64), x)
+    direction = scaled_direction(np.asarray(signs, dtype=np.float64), x, own=True)
     half = ECNOISE_POINTS // 2
     k = [float(i) for i in range(-half, half + 1) if i != 0]
 

@@ -154,11 +154,17 @@ def max_abs(v: np.ndarray) -> float:
     return max(float(v.max()), -float(v.min())) if v.size else 0.0
 
 
-def scaled_direction(draw: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """draw * max(1, |x|) element-wise, in place (slice by slice: no x-sized temporaries)."""
+def scaled_direction(draw: np.ndarray, x: np.ndarray, *, own: bool = False) -> np.ndarray:
+    """draw * max(1, |x|) element-wise, in place (slice by slice: no x-sized temporaries);
+    with ``own``, draw * |x| where 0 < |x| < 1 (the element's own scale: a pole or domain
+    edge at 0 is that far away)."""
     flat, xf = draw.reshape(-1), x.reshape(-1)
     for i in slices(flat.size):
-        flat[i : i + ELEMENTS] *= np.maximum(1.0, np.abs(xf[i : i + ELEMENTS]))
+        size = np.abs(xf[i : i + ELEMENTS]).astype(np.float64)
+        scale = np.maximum(1.0, size)
+        if own:
+            scale = np.where((size > 0) & (size < 1), size, scale)
+        flat[i : i + ELEMENTS] *= scale
     return draw
 
 
