@@ -17,7 +17,8 @@ chosen multiple of a base step (a ``Probe``).
    * agrees, when that level is resolved, informative (its tolerance below half its value,
      or no wider than the noise-only tolerance at h) and inside its tolerance;
    * disagrees, when the level is resolved, informative, not at a kink, and it settles:
-     it agrees with the previous level within their error estimates;
+     the previous level was resolved too and agrees with it within their error estimates
+     (two resolved levels, not one: a step near a multiple of a period fools one);
    * else goes one level finer, until the step would no longer be a representable change
      of x (ULPS units in its last place), or rounding alone (SAFETY sigma/h) would exceed
      the values in play (the noise limit), or MAX_LEVELS. There it is at a kink if the
@@ -120,6 +121,7 @@ def _judge(probe: Probe, n: int, sigma: float, eps: float, rtol: float) -> Verdi
     K = J[left]
     evidence = (trunc[left] > noise[K]) | kink[K] | ~finite[left]
     prev, prev_err, prev_noise = num[K], trunc[left] + noise[K], noise[K]
+    prev_decides = resolved[left]
     # the first refined step is h/8, or the item's own scale (|x_i| h for 0 < |x_i| < 1: a
     # pole or edge at 0 is that far) when smaller; each level then divides it by SMALL
     first = np.minimum(1.0 / SMALL, d1.scale[K])
@@ -140,7 +142,8 @@ def _judge(probe: Probe, n: int, sigma: float, eps: float, rtol: float) -> Verdi
         decides = good & compare.resolved(trunc_k, s1.central, noise_k, rtol) & (
             tol_k <= np.fmax(INFORMATIVE * np.abs(s1.central), base_tol[K]))
         agree = evidence & decides & compare.agrees(s1.analytic, s1.central, tol_k, rtol)
-        settled = decides & ~level_kink & ~agree & (gap <= 2 * (prev_err + noise_k))
+        settled = decides & prev_decides & ~level_kink & ~agree & (
+            gap <= 2 * (prev_err + noise_k))
         take = agree | settled
         num[K[take]], tol[K[take]], a[K[take]] = s1.central[take], tol_k[take], \
             s1.analytic[take]
@@ -160,4 +163,5 @@ def _judge(probe: Probe, n: int, sigma: float, eps: float, rtol: float) -> Verdi
         prev = np.where(good, s1.central, prev)[keep]
         prev_err = np.where(good, trunc_k + noise_k, prev_err)[keep]
         prev_noise = np.where(good, noise_k, prev_noise)[keep]
+        prev_decides = decides[keep]
     return Verdicts(num, tol, ok, kink | unresolved, unresolved, outside, overruled, a)

@@ -2,7 +2,9 @@
 
 The noise of one evaluation of L is taken from difference tables of L along a random
 direction (random signs times each element's scale: max(1, |x_i|), or |x_i| where
-0 < |x_i| < 1, as for the refined steps of ``gradcheck.judge``): 7 values at spacings eps^0.5, eps^0.75 and eps^0.9, and the lowest noise level
+0 < |x_i| < 1, as for the refined steps of ``gradcheck.judge``; each element's increment a
+multiple of its unit in the last place, so that the table's inputs are exact): 7 values at
+spacings eps^0.5, eps^0.75 and eps^0.9, and the lowest noise level
 any of them shows, or the lowest bound on it (the highest-order difference of a table that
 shows no level: a coarser table can take a pole or kink within it for noise; rounding
 noise does not depend on the spacing); one table at eps^(1/3) when neighbours at eps^0.5
@@ -86,13 +88,25 @@ def estimate_noise(
     half = ECNOISE_POINTS // 2
     k = [float(i) for i in range(-half, half + 1) if i != 0]
 
+    def increment(power: float) -> np.ndarray:
+        """The table's step along the direction at spacing eps**power, each element's
+        rounded to a multiple of its own unit in the last place: x + k * step is then
+        exact, and the rounding of the perturbed input (|f'| ulp(x), large near a pole)
+        is not taken for noise of L."""
+        ulp = np.spacing(np.abs(x)).astype(np.float64)
+        step = direction * eps**power
+        with np.errstate(over="ignore"):
+            units = step / ulp
+        snap = np.abs(units) < 2.0**52  # (near 0 every step is a representable change)
+        step[snap] = np.round(units[snap]) * ulp[snap]
+        return step
+
     def table(power: float, L0: float) -> list[float]:
-        values = list(loss.along([direction] * len(k), [i * eps**power for i in k]))
+        values = list(loss.along([increment(power)] * len(k), k))
         return values[:half] + [L0] + values[half:]
 
     # L0 rides in the first table's batched call (check_vjp compares it with a call of its own)
-    spacing = eps ** NOISE_STEPS[0]
-    L0, *first = loss.along([direction] * (len(k) + 1), [0.0, *(i * spacing for i in k)])
+    L0, *first = loss.along([increment(NOISE_STEPS[0])] * (len(k) + 1), [0.0, *k])
     values = first[:half] + [L0] + first[half:]
     low = floor(L0) if callable(floor) else floor
     if _finite(values) and _quantized(values):
