@@ -8,10 +8,11 @@ chosen multiple of a base step (a ``Probe``).
    an item whose truncation estimate is small against its value (resolved) can agree. Items
    that agree but whose one-sided slopes differ by more than KINK_SUSPECT of their size get
    D(2h) too, and the kink test: a kink is reported, never silently passed.
-3. Still outside: refinement. Steps h/8 (with 2h/8), h/64 (with 2h/64), ... are tried
-   (starting from the item's own scale when it is smaller than h/8: |x_i| h for an element
-   with 0 < |x_i| < 1, so a pole or domain edge at 0 is reached at once)
-   for the items that neither agree nor settle. Evidence that D(h) is off: D(h) and D(2h)
+3. Still outside: refinement. Steps h/4 (with 2h/4), h/16 (with 2h/16), ... are tried
+   for the items that neither agree nor settle (starting from the item's own scale,
+   |x_i| h for an element with 0 < |x_i| < 1, where the steps left the domain or that scale
+   is beyond the ladder's reach: a pole or domain edge at 0 is reached at once; elsewhere
+   the noise may need the larger steps). Evidence that D(h) is off: D(h) and D(2h)
    differ beyond their noise, a kink, a step that left the domain (the forward is
    non-finite there), or a finer difference moved beyond the noise. At each level an item
    * agrees, when that level is resolved, informative (its tolerance below half its value,
@@ -36,9 +37,10 @@ import numpy as np
 
 from gradcheck import compare
 
-SMALL = 8  # each refinement level divides the step by SMALL
-MAX_LEVELS = 16  # h / 8**16: past the noise limit of any step that starts at eps^(1/3) scale
+SMALL = 4  # each refinement level divides the step by SMALL
+MAX_LEVELS = 32  # h / 4**32: past the noise limit of any step that starts at eps^(1/3) scale
 ULPS = 4  # the finest step is this many units in the last place of x: a representable change
+JUMP = 8  # levels kept in reserve below an item's own scale when it starts there
 INFORMATIVE = 0.5  # a refined level decides only where its tolerance is below half its value
 
 
@@ -122,9 +124,12 @@ def _judge(probe: Probe, n: int, sigma: float, eps: float, rtol: float) -> Verdi
     evidence = (trunc[left] > noise[K]) | kink[K] | ~finite[left]
     prev, prev_err, prev_noise = num[K], trunc[left] + noise[K], noise[K]
     prev_decides = resolved[left]
-    # the first refined step is h/8, or the item's own scale (|x_i| h for 0 < |x_i| < 1: a
-    # pole or edge at 0 is that far) when smaller; each level then divides it by SMALL
-    first = np.minimum(1.0 / SMALL, d1.scale[K])
+    # The first refined step is h/8; each level divides it by SMALL. An item whose steps
+    # left the domain, or whose own scale (|x_i| h for 0 < |x_i| < 1: a pole or edge at 0
+    # is that far) lies beyond the ladder's reach, starts at its own scale instead.
+    own = d1.scale[K]
+    jump = ~finite[left] | (own < float(SMALL) ** (JUMP - MAX_LEVELS))
+    first = np.where(jump, np.minimum(1.0 / SMALL, own), 1.0 / SMALL)
     for level in range(1, MAX_LEVELS + 1):
         if K.size == 0:
             break
