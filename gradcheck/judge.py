@@ -9,10 +9,10 @@ chosen multiple of a base step (a ``Probe``).
    that agree but whose one-sided slopes differ by more than KINK_SUSPECT of their size get
    D(2h) too, and the kink test: a kink is reported, never silently passed.
 3. Still outside: refinement. Steps h/4 (with 2h/4), h/16 (with 2h/16), ... are tried
-   for the items that neither agree nor settle (starting from the item's own scale,
-   |x_i| h for an element with 0 < |x_i| < 1, where the steps left the domain or that scale
-   is beyond the ladder's reach: a pole or domain edge at 0 is reached at once; elsewhere
-   the noise may need the larger steps). Evidence that D(h) is off: D(h) and D(2h)
+   for the items that neither agree nor settle (starting from a quarter of the item's own
+   scale, |x_i| for an element with 0 < |x_i| < 1, where the steps left the domain or that
+   scale is beyond the ladder's reach: a pole or domain edge at 0 is reached at once;
+   elsewhere the noise may need the larger steps). Evidence that D(h) is off: D(h) and D(2h)
    differ beyond their noise, a kink, a step that left the domain (the forward is
    non-finite there), or a finer difference moved beyond the noise. At each level an item
    * agrees, when that level is resolved, informative (its tolerance below half its value,
@@ -57,7 +57,7 @@ class Stencil:
     analytic: np.ndarray  # the analytic value on this stencil (a projection, for directions)
     slack: np.ndarray  # bound on the rounding of ``analytic`` (0 for elements)
     finest: np.ndarray  # the smallest step that is still a representable change of x
-    scale: np.ndarray  # the item's own scale, as a multiple of h (1 where none is known)
+    scale: np.ndarray  # the item's own scale, as a multiple of h (inf where none is known)
 
     @property
     def finite(self) -> np.ndarray:
@@ -124,10 +124,10 @@ def _judge(probe: Probe, n: int, sigma: float, eps: float, rtol: float) -> Verdi
     evidence = (trunc[left] > noise[K]) | kink[K] | ~finite[left]
     prev, prev_err, prev_noise = num[K], trunc[left] + noise[K], noise[K]
     prev_decides = resolved[left]
-    # The first refined step is h/8; each level divides it by SMALL. An item whose steps
-    # left the domain, or whose own scale (|x_i| h for 0 < |x_i| < 1: a pole or edge at 0
-    # is that far) lies beyond the ladder's reach, starts at its own scale instead.
-    own = d1.scale[K]
+    # The first refined step is h/SMALL; each level divides it by SMALL. An item whose
+    # steps left the domain, or whose own scale (|x_i| for 0 < |x_i| < 1: a pole or edge at
+    # 0 is that far) lies beyond the ladder's reach, starts at a quarter of it instead.
+    own = d1.scale[K] / SMALL
     jump = ~finite[left] | (own < float(SMALL) ** (JUMP - MAX_LEVELS))
     first = np.where(jump, np.minimum(1.0 / SMALL, own), 1.0 / SMALL)
     for level in range(1, MAX_LEVELS + 1):

@@ -42,7 +42,7 @@ def element_probe(loss: Loss, L0: float, a: np.ndarray, index: np.ndarray) -> Pr
     x = loss.x.reshape(-1)[index]
     finest = ULPS * np.spacing(np.abs(x)).astype(np.float64)
     size = np.abs(x.astype(np.float64))
-    own = np.where((size > 0) & (size < 1), size, 1.0)
+    own = np.where((size > 0) & (size < 1), size / h, np.inf)  # |x_i| in units of h_i
 
     def probe(items: np.ndarray, multiple: np.ndarray) -> Stencil:
         d = differences(loss, L0, index[items], h[items] * multiple)
