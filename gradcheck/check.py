@@ -132,10 +132,10 @@ def check_vjp(
             _same(L0, L_table, floor,
                   "a call of its own and a row of a batched call, at the same input")
             sigma = noise.sigma
-            if noise.how == "floor" and noise.measured > 0:
-                # A noise level was found, below the floor: the floor's input term
-                # (|g|_1 max|inputs|, a guess at intermediate magnitudes) is not there.
-                # The rounding of the outputs themselves stays a floor.
+            if noise.how in ("floor", "upper bound") and 0 < noise.measured < floor:
+                # A noise level (or a bound on it) was found below the floor: the floor's
+                # input term (|g|_1 max|inputs|, a guess at intermediate magnitudes) is not
+                # there. The rounding of the outputs themselves stays a floor.
                 sigma = max(noise.measured, output_floor(g, y, eps_of(target)))
             if sigma != floor:
                 rng.bit_generator.state = directions_from  # the same random directions

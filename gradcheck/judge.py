@@ -8,7 +8,7 @@ chosen multiple of a base step (a ``Probe``).
    an item whose truncation estimate is small against its value (resolved) can agree. Items
    that agree but whose one-sided slopes differ by more than KINK_SUSPECT of their size get
    D(2h) too, and the kink test: a kink is reported, never silently passed.
-3. Still outside: refinement. Steps h/4 (with 2h/4), h/16 (with 2h/16), ... are tried
+3. Still outside: refinement. Steps h/3.7 (with 2h/3.7), h/3.7^2 (with 2h/3.7^2), ... are tried
    for the items that neither agree nor settle (starting from a quarter of the item's own
    scale, |x_i| for an element with 0 < |x_i| < 1, where the steps left the domain or that
    scale is beyond the ladder's reach: a pole or domain edge at 0 is reached at once;
@@ -37,8 +37,9 @@ import numpy as np
 
 from gradcheck import compare
 
-SMALL = 4  # each refinement level divides the step by SMALL
-MAX_LEVELS = 32  # h / 4**32: past the noise limit of any step that starts at eps^(1/3) scale
+SMALL = 3.7  # each level divides the step by SMALL: no integer, so that two levels' steps
+# are never both near multiples of a period when one is (D(s) and D(2s) can be; see below)
+MAX_LEVELS = 34  # h / 3.7**34 ~ 1e-19 h: past the noise limit of any step from eps^(1/3)
 ULPS = 4  # the finest step is this many units in the last place of x: a representable change
 JUMP = 8  # levels kept in reserve below an item's own scale when it starts there
 INFORMATIVE = 0.5  # a refined level decides only where its tolerance is below half its value
@@ -128,12 +129,12 @@ def _judge(probe: Probe, n: int, sigma: float, eps: float, rtol: float) -> Verdi
     # steps left the domain, or whose own scale (|x_i| for 0 < |x_i| < 1: a pole or edge at
     # 0 is that far) lies beyond the ladder's reach, starts at a quarter of it instead.
     own = d1.scale[K] / SMALL
-    jump = ~finite[left] | (own < float(SMALL) ** (JUMP - MAX_LEVELS))
+    jump = ~finite[left] | (own < SMALL ** (JUMP - MAX_LEVELS))
     first = np.where(jump, np.minimum(1.0 / SMALL, own), 1.0 / SMALL)
     for level in range(1, MAX_LEVELS + 1):
         if K.size == 0:
             break
-        multiple = first * float(SMALL) ** (1 - level)
+        multiple = first * SMALL ** (1 - level)
         s1, s2 = probe(K, multiple), probe(K, 2 * multiple)
         noise_k = rounding(s1, sigma, eps)
         trunc_k = np.abs(s1.central - s2.central) / 3
