@@ -93,13 +93,13 @@ def estimate_noise(
         rounded to a multiple of its own unit in the last place: x + k * step is then
         exact, and the rounding of the perturbed input (|f'| ulp(x), large near a pole)
         is not taken for noise of L."""
-        ulp = np.spacing(np.abs(x)).astype(np.float64)
-        step = direction * eps**power
+        ulp = np.asarray(np.spacing(np.abs(x)), dtype=np.float64).reshape(-1)
+        step = np.asarray(direction * eps**power).reshape(-1)  # (0-d arrays too)
         with np.errstate(over="ignore"):
             units = step / ulp
         snap = np.abs(units) < 2.0**52  # (near 0 every step is a representable change)
         step[snap] = np.round(units[snap]) * ulp[snap]
-        return step
+        return step.reshape(x.shape)
 
     def table(power: float, L0: float) -> list[float]:
         values = list(loss.along([increment(power)] * len(k), k))

@@ -127,7 +127,7 @@ class Loss:
         for start in range(0, n_rows, width):
             stop = min(start + width, n_rows)
             for r in range(start, stop):
-                shifted(self.x, directions[r], float(ts[r]), out=buf[r - start])
+                shifted(self.x, directions[r], float(ts[r]), out=buf[r - start, ...])
             out[start:stop] = self._call(buf[: stop - start])
         return out
 
