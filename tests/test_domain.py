@@ -42,7 +42,7 @@ EDGES = {
                                           [np.pi / 2 - 2.3e-4, 1.0], np.float32),
     "1/x at -6.8e-6, float32": (np.reciprocal, lambda dy, x: -dy / x**2, [-6.8e-6, 3.0],
                                 np.float32),
-    "sort of values 1.5e-3 apart, float32": (np.sort, sort_vjp, [0.3, 0.3015, 0.303, -1.0],
+    "sort of values 1.5e-3 apart, float32": (np.sort, sort_vjp, [5.0, 5.0015, 5.003, 5.0045],
                                              np.float32),
 }
 
@@ -89,11 +89,12 @@ def test_a_sign_flip_at_huge_magnitudes_fails_and_the_right_formula_passes(case,
 
 
 def test_a_loss_that_overflows_is_not_resolved_and_says_why():
-    case = {"W": np.array([[1e300, 1e300]]), "x": np.array([1e8, 1e8]), "b": np.zeros(1)}
-    result = gc.check_vjp(fn.linear, lambda dy, W, x, b: -(W.T @ dy), case, "b", batched=True,
+    """y = 2e301 is finite, but differences of L = <g, y> could overflow: no verdict."""
+    case = {"W": np.array([[1e301, 1e301]]), "x": np.array([1.0, 1.0]), "b": np.zeros(1)}
+    result = gc.check_vjp(fn.linear, lambda dy, W, x, b: -dy, case, "b", batched=True,
                           upstream=np.array([1.0]))
-    assert result.status in ("nonsmooth", "error"), result.explain()
-    assert result.status != "pass"
+    assert result.status == "nonsmooth", result.explain()
+    assert "too close to the float64 range" in result.diagnosis
 
 
 # ---------------------------------------------------------------- 0-d arrays
@@ -143,14 +144,15 @@ def sinc_naive_vjp(dy, x):  # (x cos x - sin x) / x^2: all digits lost below ~1e
 
 
 def test_float_arrays_draw_the_decades_where_a_naive_sinc_backward_fails():
-    """A real library's sinc backward was 100 % off at 1e-9 and passed 500 examples."""
-    found = find(
-        float_arrays((1,), max_magnitude=10.0),
-        lambda x: bool(np.all(x != 0)) and gc.check_vjp(
-            sinc, sinc_naive_vjp, {"x": x}, "x", batched=True).status == "fail",
-        settings=settings(max_examples=500, database=None),
-    )
-    assert np.any((np.abs(found) > 1e-12) & (np.abs(found) < 1e-4)), found
+    """A real library's sinc backward was 100 % off at 1e-9 and passed 500 examples: its
+    cancellation decades must come up, for every element of an array at once."""
+    def caught(x):
+        small = bool(np.all((np.abs(x) > 1e-10) & (np.abs(x) < 1e-6)))
+        return small and gc.check_vjp(sinc, sinc_naive_vjp, {"x": x}, "x",
+                                      batched=True).status == "fail"
+    found = find(float_arrays((3,), max_magnitude=10.0), caught,
+                 settings=settings(max_examples=500, database=None))
+    assert caught(found)
 
 
 def test_float_arrays_come_close_to_special_points():
