@@ -96,7 +96,7 @@ def run(dtype: np.dtype, checks: int, seed: int) -> dict[str, Counter]:
         for i in range(per):
             x = draw(rng, SIZE, dtype).astype(dtype)
             for label, scale in (("right", 1.0), ("flip", -1.0), ("double", 2.0)):
-                def formula(dy, x, s=scale):
+                def formula(dy, x, s=scale, vjp=vjp):
                     return s * vjp(dy, x)
                 r = gc.check_vjp(forward, formula, {"x": x}, "x", dtype=dtype, batched=True,
                                  seed=i)
