@@ -10,6 +10,7 @@ element by element.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -155,11 +156,12 @@ def directional(
     tol = np.array([r.atol for r in rows])
     ok = np.array([r.ok for r in rows])
     kink = np.array([r.kink for r in rows])
-    rel = compare.rel_error(ana, num, tol, rtol, ok)
+    with np.errstate(invalid="ignore"):  # NaN where every step left the domain: not resolved
+        rel = np.nan_to_num(compare.rel_error(ana, num, tol, rtol, ok), nan=0.0, posinf=0.0)
     bad = ~ok & ~kink
     result.checked, result.mismatches, result.nonsmooth = k, int(bad.sum()), int(kink.sum())
     result.max_rel_error = float(rel.max())
-    result.max_abs_error = float(np.abs(ana - num).max())
+    result.max_abs_error = float(np.nan_to_num(np.abs(ana - num), nan=0.0).max())
     result.worst = [
         Element(None, float(ana[i]), float(num[i]), float(abs(ana[i] - num[i])), float(rel[i]),
                 "fail" if bad[i] else "nonsmooth")
@@ -220,7 +222,8 @@ def _localise(
         for block, r in zip(blocks, along_directions(loss, L0, parts, t, a, sigma, rtol),
                             strict=True):
             halves.append((block, not r.ok and not r.kink))
-            excess.append(abs(r.analytic - r.numeric) / (r.atol + rtol * abs(r.numeric)))
+            gap = abs(r.analytic - r.numeric) / (r.atol + rtol * abs(r.numeric))
+            excess.append(gap if math.isfinite(gap) else 0.0)
         del parts
         failing = [block for block, bad in halves if bad]
         stack.extend(failing or [halves[int(np.argmax(excess))][0]])
