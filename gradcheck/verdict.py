@@ -1,11 +1,18 @@
 """Verdicts per element and per random direction, both through ``gradcheck.judge``.
 
 An element's stencil is x +- s e_i; a direction's is x +- s v, its analytic value the
-projection of the analytic gradient on the stencil as rounded. The two differ only in that
-(justified where it matters): a direction's analytic value carries a rounding bound
-(``slack``) added to its noise, and its finest step is taken on the rms scale of x rather
-than per element. Directional mode bisects a disagreeing direction down to blocks checked
-element by element.
+projection of the analytic gradient on the stencil as rounded. One rule for both (before
+issue 17's item 4 the direction path tested for a smaller step's evidence with the full
+kink test and the element path with the kink suspicion only, and only the element path
+floored the rounding by eps * max|L+-|; both now do both). What differs, and why:
+* a direction's analytic value is a sum over every element, rounded: its bound (``slack``)
+  is added to the noise; an element's is a number the formula returned (slack 0);
+* a direction's finest step is ULPS * eps * the rms scale of x (it moves every element at
+  once), an element's ULPS units in its own last place;
+* a direction has no own scale (a pole or edge at 0 of one element does not tell where
+  the direction's edge is), so it never starts refinement below t/SMALL.
+Directional mode bisects a disagreeing direction down to blocks checked element by
+element.
 """
 
 from __future__ import annotations
@@ -107,7 +114,7 @@ def direction_probe(
             return Stencil(
                 s, np.maximum(np.abs(Lp), np.abs(Lm)), (Lp - Lm) / (2 * s),
                 np.abs(Lp - 2 * L0 + Lm) / s, (Lp - L0) / s, (L0 - Lm) / s, proj[:, 0],
-                proj[:, 1], np.full(items.size, finest), np.ones(items.size),
+                proj[:, 1], np.full(items.size, finest), np.full(items.size, np.inf),
             )
 
     return probe
