@@ -51,7 +51,7 @@ FORMULA_FAULTS = {
 
 @pytest.fixture(scope="module")
 def report():
-    result = CliRunner().invoke(cli.main, ["check", "--no-builtin", "-m", FAULTS, "-n", "5",
+    result = CliRunner().invoke(cli.main, ["check", "--no-builtin", "-m", FAULTS, "--examples", "5",
                                            "--format", "json"])
     assert result.exit_code == 1, result.output  # formulas not as expected: exit 1, no crash
     return {f["derivation"].removeprefix("fault_"): f for f in json.loads(result.stdout)[
@@ -116,7 +116,7 @@ def test_signal_mid_run_keeps_finished_formulas_in_an_interrupted_report(tmp_pat
     target, mark = tmp_path / "report.json", tmp_path / "slow-started"
     proc = subprocess.Popen(
         [sys.executable, "cli.py", "check", "--no-builtin", "-m", "tests/fixtures/slow.py",
-         "-n", "100000", "--format", "json", "-o", str(target)],
+         "--examples", "100000", "--format", "json", "-o", str(target)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env={**os.environ, "GRADCHECK_TEST_MARK": str(mark)},
     )
