@@ -119,7 +119,9 @@ def _num(x: float | None) -> str:
 def short_counterexample(r: FormulaResult) -> str:
     """The case in one short line; for an error, the first line of its message."""
     c = r.counterexample
-    if r.status == "error" or not c:
+    if r.status != "error" and not c:
+        return ""
+    if r.status == "error":
         first = r.message.strip().splitlines()[0] if r.message.strip() else ""
         return first if len(first) <= 60 else first[:59] + "…"
     shapes = " ".join(f"{k}{'×'.join(map(str, v)) or '()'}" for k, v in c["shapes"].items())
