@@ -119,11 +119,11 @@ def _num(x: float | None) -> str:
 def short_counterexample(r: FormulaResult) -> str:
     """The case in one short line; for an error, the first line of its message."""
     c = r.counterexample
-    if r.status != "error" and not c:
-        return ""
     if r.status == "error":
         first = r.message.strip().splitlines()[0] if r.message.strip() else ""
         return first if len(first) <= 60 else first[:59] + "…"
+    if not c:
+        return ""  # (a note under the table carries any message)
     shapes = " ".join(f"{k}{'×'.join(map(str, v)) or '()'}" for k, v in c["shapes"].items())
     params = " ".join(f"{k}={v}" for k, v in c["params"].items())
     return f"{shapes} {params}".strip()
