@@ -93,8 +93,9 @@ def check_vjp(
         before = digests(arrays)
         y = as_float_array(fwd(**case), "forward", None)
         unchanged(arrays, before, "forward")
-        g = rng.standard_normal(y.shape).astype(target)  # drawn even when given, so that
-        if upstream is not None:  # check_vjp(..., upstream=result.upstream) redoes a check
+        if upstream is None:
+            g = rng.standard_normal(y.shape).astype(target)
+        else:
             g = np.array(upstream, dtype=target, order="C")  # 0-d stays 0-d
             if g.shape != y.shape:
                 raise InvalidCase(f"upstream has shape {g.shape}; forward returns {y.shape}")

@@ -322,14 +322,14 @@ def explain(formula: str, examples: int, seed: int, mode: str, dtype: str,
         click.echo("Coverage: " + ", ".join(f"{k} {v}" for k, v in r.coverage.items()))
     if r.message and (r.failing_result is None or r.message not in r.failing_result.message):
         click.echo("\n" + r.message)
-    if r.failing_result is not None:
+    if r.failing_result is not None and r.failing_case is not None:
         title = "Minimal counterexample" if r.status in ("fail", "error") else "Case at a kink"
         click.echo(f"\n{title} (its own error, after shrinking, may differ from the maximum "
                    f"above):\n" + r.failing_result.explain(criterion=False))
         if r.failing_result.status != "error":
             click.echo("\n" + error_grid(r.failing_result))
-        assert r.failing_case is not None and r.counterexample is not None
-        meta = {k: r.counterexample[k] for k in ("wrt", "seed", "mode", "dtype", "module")}
+        c = r.counterexample or {}
+        meta = {k: c.get(k) for k in ("wrt", "seed", "mode", "dtype", "module")}
         meta["id"] = f.id
         click.echo("\nValues:\n" + repro.printout(r.failing_case, r.failing_result.upstream))
         if save_case is not None:
@@ -346,6 +346,8 @@ def explain(formula: str, examples: int, seed: int, mode: str, dtype: str,
 
 def recheck(f: Any, case_file: Path) -> int:
     """Check the formula on the case saved in ``case_file``; the exit code."""
+    import numpy as np
+
     from gradcheck.check import check_vjp
     from gradcheck.errors import InvalidCase
     from gradcheck.repro import load_case, printout
@@ -360,10 +362,14 @@ def recheck(f: Any, case_file: Path) -> int:
         raise click.BadParameter(f"{str(case_file)!r} holds a case for the gradient in "
                                  f"{wrt!r}; {f.id} is the gradient in {f.wrt!r}",
                                  param_hint="--case")
-    try:
-        result = check_vjp(f.derivation.forward, f.vjp, case, f.wrt, upstream=upstream,
-                           seed=int(meta.get("seed") or 0), mode=meta.get("mode") or "auto",
-                           dtype=meta.get("dtype") or "float64", batched=f.derivation.batched)
+    options = {"seed": int(meta.get("seed") or 0), "mode": meta.get("mode") or "auto",
+               "dtype": meta.get("dtype") or "float64", "batched": f.derivation.batched}
+    try:  # the seed draws the saved upstream gradient again, and the same directions after it
+        result = check_vjp(f.derivation.forward, f.vjp, case, f.wrt, **options)
+        if upstream is not None and (result.upstream is None or
+                                     not np.array_equal(result.upstream, upstream)):
+            result = check_vjp(f.derivation.forward, f.vjp, case, f.wrt, upstream=upstream,
+                               **options)  # an edited upstream gradient: use it as given
     except InvalidCase as exc:
         raise click.BadParameter(f"the case in {str(case_file)!r} does not fit {f.id}: {exc}",
                                  param_hint="--case") from exc

@@ -131,6 +131,10 @@ def snippet(meta: dict[str, Any], case: dict[str, Any], upstream: np.ndarray | N
             file: str | None = None) -> str:
     """Python that rebuilds the case and checks it again with ``check_vjp``.
 
+    The seed draws the same upstream gradient ``dy`` again; the call does not pass it as
+    ``upstream=``, since the random directions and noise probes that follow would then be
+    drawn from another point of the seed's stream.
+
     Small arrays are written out; otherwise the case is read from ``file`` (an .npz, or the
     JSON report holding this counterexample)."""
     arrays = [v for v in case.values() if isinstance(v, np.ndarray)]
@@ -149,10 +153,10 @@ def snippet(meta: dict[str, Any], case: dict[str, Any], upstream: np.ndarray | N
         where = file or "CASE.npz"
         extra = "" if where.endswith(".npz") else f", {meta['id']!r}"
         lines.append(f"_, case, dy = load_case({where!r}{extra})")
-    lines += [f"r = check_vjp(f.derivation.forward, f.vjp, case, {meta['wrt']!r}, upstream=dy, "
-              f"seed={meta['seed']!r},",
-              f"              mode={meta['mode']!r}, dtype={meta['dtype']!r}, "
-              "batched=f.derivation.batched)",
+    lines += [f"r = check_vjp(f.derivation.forward, f.vjp, case, {meta['wrt']!r}, "
+              f"seed={meta['seed']!r}, mode={meta['mode']!r},",
+              f"              dtype={meta['dtype']!r}, batched=f.derivation.batched)",
+              "assert dy is None or np.array_equal(r.upstream, dy)  # the seed draws dy again",
               "print(r.explain())"]
     return "\n".join(lines)
 
