@@ -41,7 +41,8 @@ FORMULA_FAULTS = {
     "forward_dropout": ["nondeterministic"],
     "forward_mutates": ["forward modified its input 'x' in place"],
     "vjp_mutates": ["vjp modified its input 'x' in place"],
-    "batched_but_not": ["forward on a batch of inputs (batched=True) returned shape ()"],
+    "batched_but_not": ["forward does not broadcast over a leading batch axis (declared "
+                        "batched=True)", "returned shape ()", "declare batched=False"],
     "strategy_raises": ["case strategy", "raised ValueError: the strategy itself is broken"],
     "strategy_missing_wrt": ["case strategy", "unusable case", "wrt='x'"],
     "strategy_int_array": ["case strategy", "unusable case", "int64"],
