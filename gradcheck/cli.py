@@ -283,10 +283,6 @@ def one_formula(formula: str, builtin: bool | None, modules: tuple[str, ...]) ->
     return (exact or found)[0]
 
 
-def cases(n: int) -> str:
-    return f"{n} case" if n == 1 else f"{n} cases"
-
-
 @main.command()
 @click.argument("formula")
 @run_options
@@ -303,7 +299,7 @@ def explain(formula: str, examples: int, seed: int, mode: str, dtype: str,
     """Show a formula, a fresh verdict, its minimal counterexample and where it is wrong."""
     from gradcheck import repro
     from gradcheck.compare import RULE
-    from gradcheck.report import error_grid
+    from gradcheck.report import cases_text, error_grid
     from gradcheck.runner import run_formula
 
     f = one_formula(formula, builtin, modules)
@@ -315,7 +311,7 @@ def explain(formula: str, examples: int, seed: int, mode: str, dtype: str,
         sys.exit(recheck(f, case_file))
     r = run_formula(f, settings.Settings(examples=examples, seed=seed, mode=mode, dtype=dtype))
     worst = "-" if r.max_rel_error is None else f"{r.max_rel_error:.3g}"
-    click.echo(f"\nVerdict: {r.status} over {cases(r.cases)} "
+    click.echo(f"\nVerdict: {r.status} over {cases_text(r.cases)} "
                f"({'as expected' if r.matches_expectation else 'NOT as expected'}), checked in "
                f"{r.dtype}; max relative error {worst} (over those cases)")
     if r.coverage:

@@ -122,7 +122,10 @@ def render_html(report: dict[str, Any]) -> str:
            f"<style>{STYLE}</style></head><body><h1>gradcheck report</h1>",
            f"<p>{s['formulas']} formulas: {s['pass']} pass, {s['fail']} fail, "
            f"{s['nonsmooth']} nonsmooth, {s['error']} error; {s['unexpected']} not as "
-           f"expected{' (interrupted)' if report.get('interrupted') else ''}.</p>",
+           f"expected{' (interrupted)' if report.get('interrupted') else ''}. Checked in "
+           f"{html.escape(str(report['settings'].get('dtype', 'float64')))}: "
+           f"{report['settings'].get('examples')} examples per formula, seed "
+           f"{report['settings'].get('seed')}, mode {report['settings'].get('mode')}.</p>",
            f"<p><small>Rule: {html.escape(report['rule'])}</small></p>"]
     if plt is None:
         out.append("<p><b>Plots need matplotlib:</b> <code>pip install 'gradcheck[report]'</code>"

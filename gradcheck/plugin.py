@@ -229,7 +229,9 @@ class FormulaItem(pytest.Item):
                 raise GradientMismatch(f"{r.id} fails, as expected:\n{detail}")
             return
         if not r.matches_expectation:
-            what = f"{r.id}: expected {r.expect}, got {r.status} over {r.cases} cases"
+            from gradcheck.report import cases_text
+
+            what = f"{r.id}: expected {r.expect}, got {r.status} over {cases_text(r.cases)}"
             raise FormulaFailure(what + (f"\n{detail}" if detail else ""))
 
     def repr_failure(self, excinfo, style=None):  # type: ignore[no-untyped-def]

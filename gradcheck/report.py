@@ -112,6 +112,10 @@ def render_json(run: Run) -> str:
     return json.dumps(_finite_json(to_dict(run)), indent=2, allow_nan=False) + "\n"
 
 
+def cases_text(n: int) -> str:
+    return f"{n} case" if n == 1 else f"{n} cases"
+
+
 def _num(x: float | None) -> str:
     return "-" if x is None else f"{x:.2e}"
 
@@ -269,7 +273,7 @@ def render_junit(run: Run) -> str:
                           failures=str(failures), errors=str(s["error"]), skipped="0",
                           time=f"{run.seconds:.3f}")
     props = ET.SubElement(suite, "properties")
-    for key, value in (("schema", SCHEMA), ("examples", run.settings.examples),
+    for key, value in (("schema", SCHEMA), ("rule", RULE), ("examples", run.settings.examples),
                        ("seed", run.settings.seed), ("mode", run.settings.mode),
                        ("dtype", run.settings.dtype), ("interrupted", run.interrupted)):
         ET.SubElement(props, "property", name=key, value=str(value))
@@ -287,7 +291,7 @@ def render_junit(run: Run) -> str:
             first = r.message.strip().splitlines()[0] if r.message.strip() else "error"
             ET.SubElement(case, "error", message=_xml(first)).text = _xml(_detail(r))
         elif not r.matches_expectation:
-            msg = f"expected {r.expect}, got {r.status} over {r.cases} cases"
+            msg = f"expected {r.expect}, got {r.status} over {cases_text(r.cases)}"
             ET.SubElement(case, "failure", message=msg).text = _xml(_detail(r) or msg)
         elif r.expect != "pass":
             ET.SubElement(case, "system-out").text = _xml(

@@ -110,6 +110,7 @@ def test_markdown_and_html_show_values_not_a_dict_repr(tmp_path):
     text = page.read_text()
     assert "Case: y (2,); gt=0" in text and "upstream dy = " in text
     assert "{&#x27;y&#x27;: [2]}" not in text and "check_vjp(" in text  # not a dict repr
+    assert "Checked in float64" in text
 
 
 def test_html_hint_names_the_installed_package(monkeypatch):
@@ -309,7 +310,11 @@ def test_unexpected_nonsmooth_is_explained_in_the_table(tmp_path):
 
 
 def test_one_case_is_singular():
-    assert cli.cases(1) == "1 case" and cli.cases(2) == "2 cases"
+    from gradcheck.report import cases_text
+
+    assert cases_text(1) == "1 case" and cases_text(2) == "2 cases"
+    every_case_fails = invoke("explain", "fx_big.dx[reference]", "-m", LARGE, "--examples", "5")
+    assert "Verdict: fail over 1 case (NOT as expected)" in every_case_fails.stdout
 
 
 def test_mypy_sees_check_vjps_signature(tmp_path):
