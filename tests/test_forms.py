@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from gradcheck import Derivation, Layer
 from gradcheck.forms import ZERO_UPSTREAM, Backward
 from gradcheck.runner import Settings, run_formula
-from gradcheck.strategies import float_arrays
+from gradcheck.strategies import float_arrays, index_arrays
 
 QUICK = Settings(examples=25, seed=0)
 
@@ -402,3 +402,42 @@ def test_layer_with_two_outputs_and_its_second_outputs_gradient_dropped():
     assert results["cell.dc0[reference]"].status == "pass"
     for n in ("x", "W"):
         assert results[f"cell.d{n}[reference]"].status == "fail"
+
+
+class Embedding:
+    def __init__(self, vocabulary, width, accumulate=True):
+        self.weight = np.random.default_rng(1).standard_normal((vocabulary, width))
+        self.accumulate = accumulate
+
+    def forward(self, ids):
+        self.ids = ids
+        return self.weight[ids]
+
+    def backward(self, dy):
+        self.dweight = np.zeros_like(self.weight)
+        if self.accumulate:
+            np.add.at(self.dweight, self.ids, dy)
+        else:  # a fancy-indexed += counts a repeated id once
+            self.dweight[self.ids] += dy
+
+
+def test_embedding_with_repeated_ids_right_and_with_a_fancy_indexed_add():
+    def cases(accumulate):
+        return sizes(3).flatmap(lambda t: st.fixed_dictionaries({
+            "ids": index_arrays((t[0] + 1,), t[1]),  # at least one id twice
+            "vocabulary": st.just(t[1]), "width": st.just(t[2]),
+            "accumulate": st.just(accumulate)}))
+
+    def backward(layer, dy):
+        layer.backward(dy)
+        return layer.dweight
+
+    good = Layer("embedding", Embedding, cases=cases(True), inputs="ids", params=("weight",))
+    good.formula("weight", backward)
+    bad = Layer("embedding", Embedding, cases=cases(False), inputs="ids", params=("weight",))
+    bad.formula("weight", backward, variant="as-written", expect="fail")
+    assert run_formula(good.formulas[0], QUICK).status == "pass"
+    r = run_formula(bad.formulas[0], QUICK)
+    assert r.status == "fail" and r.counterexample["diagnosis"], r.message
+    ids = r.counterexample["params"]["ids"]
+    assert r.cases == 1 and "array([0, 0])" == ids  # fails on the first case; shrunk
