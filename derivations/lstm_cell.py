@@ -35,18 +35,23 @@ def _sigmoid(a: np.ndarray) -> np.ndarray:
     return 0.5 * (1 + np.tanh(0.5 * a))  # no overflow for large |a|
 
 
-def _gates(x, h0, W, U, bias):  # type: ignore[no-untyped-def]
+Array = np.ndarray
+
+
+def _gates(x: Array, h0: Array, W: Array, U: Array, bias: Array) -> tuple[Array, ...]:
     a_i, a_f, a_o, a_g = np.split(W @ x + U @ h0 + bias, 4)
     return _sigmoid(a_i), _sigmoid(a_f), _sigmoid(a_o), np.tanh(a_g)
 
 
-def forward(x, h0, c0, W, U, bias):  # type: ignore[no-untyped-def]
+def forward(x: Array, h0: Array, c0: Array, W: Array, U: Array, bias: Array
+            ) -> tuple[Array, Array]:
     i, f, o, g = _gates(x, h0, W, U, bias)
     c = f * c0 + i * g
     return o * np.tanh(c), c
 
 
-def backward(dy, x, h0, c0, W, U, bias):  # type: ignore[no-untyped-def]
+def backward(dy: tuple[Array, Array], x: Array, h0: Array, c0: Array, W: Array, U: Array,
+             bias: Array) -> dict[str, Array]:
     dh, dc = dy
     i, f, o, g = _gates(x, h0, W, U, bias)
     tc = np.tanh(f * c0 + i * g)

@@ -31,6 +31,7 @@ of keyword arrays returning one array, and one vjp per argument (``Formula.vjp``
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
@@ -229,6 +230,7 @@ class _Store:
 
 
 SHARED = _Store(SHARED_BYTES)
+_TOKENS = itertools.count()  # one per Backward: an id() could be reused after collection
 
 
 class Backward:
@@ -238,6 +240,7 @@ class Backward:
     def __init__(self, d: Derivation, names: tuple[str, ...], fn: Callable[..., Any],
                  *, bare: bool = False) -> None:
         self.d, self.names, self.fn, self.bare = d, names, fn, bare
+        self.token = next(_TOKENS)
         self.calls = 0  # how often the user's backward ran (for tests and benchmarks)
 
     def part(self, name: str) -> Part:
@@ -246,7 +249,7 @@ class Backward:
     def gradient(self, name: str, g: np.ndarray, case: dict[str, Any]) -> Any:
         if len(self.names) == 1:
             return self._grads(g, case)[name]
-        key = (id(self), digest(case, g))
+        key = (self.token, digest(case, g))
         cached = SHARED.take(key, name, len(self.names))
         if cached is not None:
             return cached
@@ -286,7 +289,7 @@ class Part:
     def __init__(self, backward: Backward, name: str) -> None:
         self.backward, self.name = backward, name
 
-    def __call__(self, dy: np.ndarray, **case: Any) -> Any:
+    def __call__(self, dy: np.ndarray, /, **case: Any) -> Any:
         return self.backward.gradient(self.name, dy, case)
 
     def __repr__(self) -> str:
@@ -410,7 +413,11 @@ class Layer(Derivation):
                              "is not supported (reusable=True saves the rebuilding)")
         self.build, self.reusable = build, bool(reusable)
         self.inputs = _names(f"{name}: inputs", inputs)
-        specs = params if isinstance(params, Mapping) else {p: p for p in params}
+        if isinstance(params, str):
+            params = (params,)
+        specs = dict(params) if isinstance(params, Mapping) else {p: p for p in params}
+        if specs:  # each an identifier (a case entry and a formula id), none twice
+            _names(f"{name}: params", tuple(specs))
         self.params = {p: _access(p, s) for p, s in specs.items()}
         self.run_forward = forward if callable(forward) else (
             lambda layer, *xs: getattr(layer, forward)(*xs))

@@ -441,3 +441,42 @@ def test_embedding_with_repeated_ids_right_and_with_a_fancy_indexed_add():
     assert r.status == "fail" and r.counterexample["diagnosis"], r.message
     ids = r.counterexample["params"]["ids"]
     assert r.cases == 1 and "array([0, 0])" == ids  # fails on the first case; shrunk
+
+
+def test_a_new_backward_never_gets_the_gradients_kept_for_an_old_one():
+    import gc
+
+    case = {"x": np.array([1.0, 2.0]), "y": np.array([3.0, 4.0])}
+    dy = np.array([0.5, -1.0])
+    for factor in (2.0, 3.0, 4.0):
+        d = Derivation("sum", lambda x, y: 2 * x + y, cases=st.nothing())
+        d.backward(("x", "y"), lambda dy, x, y, k=factor: (k * dy, dy))
+        np.testing.assert_array_equal(d.formulas[0].vjp(dy, **case), factor * dy)
+        del d  # its kept gradients for 'y' are never taken
+        gc.collect()
+
+
+def test_layer_backward_writing_into_dy_or_forward_into_a_parameter_is_an_error():
+    class Scaling(Dense):
+        def forward(self, x):
+            if self.wrong_bias:  # here: the forward normalises its weight in place
+                self.params["W"] /= 2
+            return super().forward(x)
+
+    d = Layer("dense", Scaling, cases=dense_cases(wrong_bias=True), inputs="x",
+              params={"W": "params.W", "b": "params.b"})
+    d.formula("x", lambda layer, dy: layer.backward(dy))
+    r = run_formula(d.formulas[0], Settings(examples=5))
+    assert r.status == "error" and "modified its input 'W' in place" in r.message, r.message
+
+    def into_dy(layer, dy):
+        dy *= 2
+        return layer.backward(dy / 2)
+
+    d = Layer("dense", Dense, cases=dense_cases(), inputs="x",
+              params={"W": "params.W", "b": "params.b"})
+    d.formula("x", into_dy)
+    r = run_formula(d.formulas[0], Settings(examples=5))
+    assert r.status == "error" and "upstream gradient" in r.message, r.message
+    with pytest.raises(ValueError, match="identifiers"):
+        Layer("dense", Dense, cases=dense_cases(), inputs="x", params=("params.W",))
