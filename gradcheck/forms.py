@@ -393,7 +393,9 @@ class Layer(Derivation):
     ``forward(layer, *inputs)``. Backwards are registered as ``fn(layer, dy)`` returning
     the gradients (``layer.backward(("x", "W"), lambda layer, dy: (layer.backward(dy),
     layer.dW))``). ``reusable=True`` declares that a forward leaves nothing on the object
-    that changes the next forward, so evaluations reuse one object per configuration.
+    that changes the next forward, so evaluations reuse one object per configuration (a
+    layer drawing a dropout mask from its own generator is not: declared reusable, it is
+    reported as a nondeterministic forward).
     """
 
     def __init__(

@@ -480,3 +480,29 @@ def test_layer_backward_writing_into_dy_or_forward_into_a_parameter_is_an_error(
     assert r.status == "error" and "upstream gradient" in r.message, r.message
     with pytest.raises(ValueError, match="identifiers"):
         Layer("dense", Dense, cases=dense_cases(), inputs="x", params=("params.W",))
+
+
+class Dropout:
+    """Draws its mask from its own generator at every forward: state that changes."""
+
+    def __init__(self, p=0.5):
+        self.rng, self.p = np.random.default_rng(7), p
+
+    def forward(self, x):
+        self.mask = (self.rng.random(x.shape) >= self.p) / (1 - self.p)
+        return x * self.mask
+
+    def backward(self, dy):
+        return dy * self.mask
+
+
+@pytest.mark.parametrize("reusable", [False, True])
+def test_a_forward_that_changes_its_objects_state_needs_a_fresh_object(reusable):
+    cases = st.fixed_dictionaries({"x": float_arrays((4,), max_magnitude=10.0)})
+    d = Layer("dropout", Dropout, cases=cases, inputs="x", reusable=reusable)
+    d.formula("x", lambda layer, dy: layer.backward(dy))
+    r = run_formula(d.formulas[0], Settings(examples=10))
+    if reusable:  # declared reusable wrongly: each forward draws another mask
+        assert r.status == "error" and "nondeterministic" in r.message, r.message
+    else:
+        assert r.status == "pass", r.message
