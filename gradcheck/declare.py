@@ -59,8 +59,9 @@ class Derivation:
     ``classify(case)`` names a case's geometry class (for coverage counts).
     ``outputs=("h", "c")`` declares a forward returning several arrays (a tuple in that
     order, or a dict by name); ``backward`` registers one backward returning the gradients
-    of several arguments. ``gradcheck.forms`` compiles both, and layer objects (``Layer``),
-    to a forward returning one array and one vjp per argument.
+    of several arguments. gradcheck.outputs and gradcheck.forms compile them (and
+    gradcheck.layers, layer objects) to a forward returning one array and one vjp per
+    argument.
     """
 
     name: str
@@ -79,7 +80,7 @@ class Derivation:
                 f"Derivation name must be an identifier, got name={self.name!r}"
             )
         if self.outputs is not None:
-            from gradcheck.forms import several_outputs
+            from gradcheck.outputs import several_outputs
 
             several_outputs(self)
 

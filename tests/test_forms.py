@@ -11,7 +11,8 @@ import pytest
 from hypothesis import strategies as st
 
 from gradcheck import Derivation, Layer
-from gradcheck.forms import ZERO_UPSTREAM, Backward
+from gradcheck.forms import Backward
+from gradcheck.outputs import ZERO_UPSTREAM
 from gradcheck.runner import Settings, run_formula
 from gradcheck.strategies import float_arrays, index_arrays
 
