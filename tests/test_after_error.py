@@ -3,6 +3,7 @@ not raise, and a wrong value found there is reported with the crash."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -39,6 +40,7 @@ def test_raises_on_1x1_and_wrong_on_larger_inputs_reports_both():
     assert c["raises_on"]["shapes"] == {"x": [1, 1]} and c["raises_on"]["status"] == "error"
     assert r.failing_result is not None and r.failing_result.status == "fail"
     assert sum(r.coverage.values()) == r.cases and r.coverage.get("several", 0) >= 1
+    assert json.loads(json.dumps(r.to_dict()))["counterexample"]["raises_on"]["status"] == "error"
 
 
 def test_raises_on_1x1_and_right_elsewhere_stays_an_error_saying_so():
