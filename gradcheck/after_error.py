@@ -86,6 +86,7 @@ def search_past_error(
         return
     out.status = "fail"
     out.failing_case, out.failing_result = wrong.case, wrong.result
-    out.counterexample = {**runner._counterexample(wrong.result), "raises_on": out.counterexample}
+    out.counterexample = {**runner._counterexample(formula, wrong.case, wrong.result),
+                          "raises_on": out.counterexample}
     out.message = (f"raises on {crashed.case_text()}; wrong on {wrong.result.case_text()}\n"
                    f"{out.message}")

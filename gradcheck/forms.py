@@ -30,6 +30,7 @@ from gradcheck.declare import Derivation
 from gradcheck.outputs import (  # noqa: F401 (ZERO_UPSTREAM, several_outputs: re-exported)
     ZERO_UPSTREAM,
     Flattened,
+    call_user,
     identifiers,
     several_outputs,
     split_case,
@@ -166,8 +167,11 @@ class Part:
     def __init__(self, backward: Backward, name: str) -> None:
         self.backward, self.name = backward, name
 
-    def __call__(self, dy: np.ndarray, /, **case: Any) -> Any:
-        return self.backward.gradient(self.name, dy, case)
+    def __call__(self, *dy: np.ndarray, **case: Any) -> Any:
+        """``part(dy, **case)``; ``*dy`` so that a case entry named 'dy' cannot clash, without a
+        positional-only parameter (guard.py reads one as 'give me the case's values in order')."""
+        (upstream,) = dy
+        return self.backward.gradient(self.name, upstream, case)
 
     def __repr__(self) -> str:
         return f"<gradient of {self.name!r} from {self.backward.fn!r}>"
@@ -180,13 +184,14 @@ def call_backward(d: Derivation, fn: Callable[..., Any], g: np.ndarray,
     if run_backward is not None:
         return run_backward(fn, g, case)
     if d.outputs is None:
-        return fn(g, **case)
+        return call_user(fn, g, case)
     user, zero = split_case(case)
     raw = d.forward.raw if isinstance(d.forward, Flattened) else d.forward
-    dy = upstream(d, raw(**user), g, zero)
-    out = fn(dy, **user)
+    dy = upstream(d, call_user(raw, None, user), g, zero)
+    out = call_user(fn, dy, user)
     untouched_zeros(d, dy, zero)
     return out
+
 
 
 def compile_formula(d: Derivation, wrt: str, fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -22,6 +22,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from gradcheck.declare import Derivation
+from gradcheck.guard import takes_positional
 
 __all__ = ["ZERO_UPSTREAM", "Flattened", "several_outputs"]
 
@@ -40,6 +41,13 @@ def identifiers(what: str, names: Any) -> tuple[str, ...]:
     if len(set(out)) != len(out):
         raise ValueError(f"{what} names an entry twice: {what}={names!r}")
     return out
+
+
+def call_user(fn: Callable[..., Any], first: Any, case: dict[str, Any]) -> Any:
+    """As the engine calls a user's function (guard.py): the case by name, or in order when
+    the function takes positional-only parameters (``np.tanh``, ``def f(dy, x, /)``)."""
+    head = () if first is None else (first,)
+    return fn(*head, *case.values()) if takes_positional(fn) else fn(*head, **case)
 
 
 def split_case(case: Mapping[str, Any]) -> tuple[dict[str, Any], frozenset[str]]:
@@ -110,7 +118,7 @@ class Flattened:
 
     def __call__(self, **case: Any) -> np.ndarray:
         user, zero = split_case(case)
-        ys = outputs_of(self.d, self.raw(**user))
+        ys = outputs_of(self.d, call_user(self.raw, None, user))
         dtype = np.result_type(*ys)
         return np.concatenate([
             np.zeros(y.size, dtype) if n in zero else y.reshape(-1)

@@ -539,3 +539,19 @@ def test_the_layer_declaration_agrees_with_the_wrapper_it_replaces():
     assert after["dense.db[reference]"].status == "fail"
     assert before["dense.db[reference]"].counterexample["shapes"] == \
         after["dense.db[reference]"].counterexample["shapes"]
+
+
+def test_positional_only_callables_are_called_as_the_engine_calls_them():
+    """As guard.py does for np.tanh-like callables: the case's values in order (one here:
+    hypothesis's fixed_dictionaries does not keep its keys' order from draw to draw)."""
+
+    def forward(x, /):
+        return np.sin(x), np.cos(x)
+
+    def backward(dy, x, /):
+        return dy[0] * np.cos(x) - dy[1] * np.sin(x)
+
+    d = Derivation("trig", forward, outputs=("s", "c"), cases=st.fixed_dictionaries(
+        {"x": float_arrays((2,), max_magnitude=5.0)}))
+    d.backward("x", backward)
+    assert run_formula(d.formulas[0], QUICK).status == "pass"
