@@ -84,6 +84,17 @@ def guard(fn: Callable[..., Any], who: str) -> Callable[..., Any]:
     return call
 
 
+def check_options(seed: Any, directions: Any, budget: Any, max_exhaustive: Any) -> None:
+    """InvalidCase naming the option, its bound and its value, for check_vjp's integers."""
+    bounds = (("seed", seed, 0), ("directions", directions, 1), ("budget", budget, 1),
+              ("max_exhaustive", max_exhaustive, 0))
+    for name, value, low in bounds:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise InvalidCase(f"{name} must be an integer >= {low}, got {name}={value!r}")
+        if value < low:
+            raise InvalidCase(f"{name} must be >= {low}, got {name}={value!r}")
+
+
 def prepare(
     case: Any, wrt: Any, mode: str, dtype: Any
 ) -> tuple[dict[str, Any], np.dtype, list[str]]:

@@ -213,3 +213,67 @@ def test_near_poles_edges_and_period_multiples(drawn, seed):
         assert wrong.status != "pass", wrong.explain()
         if right.status == "pass":
             assert wrong.status == "fail", wrong.explain()
+
+
+# ------------------------------------------ review of issue 12: false passes and bad options
+# Each failed on the engine as merged for issue 12: the wrong formula passed at a noise floor
+# holding eps * |g|_1 * max|inputs| (or eps * sum|g*y| over 10^4 float32 elements), a pass
+# there stood without measuring, and a zero upstream passed anything.
+
+FALSE_PASSES = {
+    "1e-10 x at 1, sign flipped": (lambda x: 1e-10 * x, lambda g, x: -1e-10 * g, [1.0],
+                                   np.float64),
+    "1e-10 x at 1, zero": (lambda x: 1e-10 * x, lambda g, x: 0 * g, [1.0], np.float64),
+    "log at 3e10, sign flipped": (np.log, lambda g, x: -g / x, [3e10], np.float64),
+    "arctan at 2.5e5, twice": (np.arctan, lambda g, x: 2 * g / (1 + x * x), [2.5e5],
+                               np.float64),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FALSE_PASSES))
+def test_a_wrong_formula_does_not_pass_at_an_input_magnitude_floor(name):
+    forward, vjp, x, dtype = FALSE_PASSES[name]
+    result = gc.check_vjp(forward, vjp, {"x": np.array(x, dtype)}, "x", dtype=dtype)
+    assert result.status == "fail", result.explain()
+
+
+def test_the_right_formulas_of_those_cases_still_pass():
+    for forward, vjp in ((lambda x: 1e-10 * x, lambda g, x: 1e-10 * g),
+                         (np.log, lambda g, x: g / x),
+                         (np.arctan, lambda g, x: g / (1 + x * x))):
+        for x in (1.0, 3e10, 2.5e5):
+            result = gc.check_vjp(forward, vjp, {"x": np.array([x])}, "x")
+            assert result.status == "pass", result.explain()
+
+
+@pytest.mark.parametrize("mode", ["exhaustive", "directional"])
+def test_a_sign_flip_over_many_float32_elements_fails(mode):
+    """10^4 float32 sines: eps * sum|g*y| grows as n where independent roundings grow as
+    sqrt(n); at the linear sum the flipped formula passed in both modes (element-wise with an
+    upstream of ones, along directions with the drawn one)."""
+    x = np.linspace(-1, 1, 10_000, dtype=np.float32)
+    g = np.ones(x.size, np.float32) if mode == "exhaustive" else None
+    right = gc.check_vjp(np.sin, lambda g, x: g * np.cos(x), {"x": x}, "x", dtype=np.float32,
+                         mode=mode, batched=True, upstream=g)
+    assert right.status == "pass", right.explain()
+    wrong = gc.check_vjp(np.sin, lambda g, x: -g * np.cos(x), {"x": x}, "x", dtype=np.float32,
+                         mode=mode, batched=True, upstream=g)
+    assert wrong.status == "fail", wrong.explain()
+
+
+def test_a_zero_upstream_gives_no_verdict():
+    x = {"x": np.array([0.3, 0.7])}
+    result = gc.check_vjp(np.sin, lambda g, x: -g * np.cos(x), x, "x", upstream=np.zeros(2))
+    assert result.status == "nonsmooth" and "upstream gradient is zero" in result.diagnosis
+    assert not result.ok
+
+
+@pytest.mark.parametrize("option, value, bound", [
+    ("directions", 0, ">= 1"), ("directions", -1, ">= 1"), ("directions", True, "integer"),
+    ("seed", -1, ">= 0"), ("seed", 1.5, "integer"), ("budget", 0, ">= 1"),
+    ("budget", -4, ">= 1"), ("max_exhaustive", -1, ">= 0"),
+])
+def test_bad_options_are_refused_naming_the_option_bound_and_value(option, value, bound):
+    with pytest.raises(gc.InvalidCase, match=f"{option}.*{bound}.*{option}={value!r}"):
+        gc.check_vjp(np.sin, lambda g, x: g * np.cos(x), {"x": np.array([0.3])}, "x",
+                     mode="directional", **{option: value})
