@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from gradcheck import compare
+from gradcheck import coloured, compare
 from gradcheck.errors import GradientMismatch, InvalidCase
 from gradcheck.guard import (  # noqa: F401 (MODES: part of check's interface)
     MODES,
@@ -33,10 +33,12 @@ from gradcheck.guard import (  # noqa: F401 (MODES: part of check's interface)
 )
 from gradcheck.numeric import DEFAULT_BUDGET, Loss, eps_of, estimate_noise, loss_rows, max_abs
 from gradcheck.result import CaseResult, Element
+from gradcheck.structure import DeclarationError, Pattern, bind, resolve
 from gradcheck.verdict import REPORTED, Verdicts, compare_elements, directional
 
 MAX_EXHAUSTIVE = 1 << 16  # auto mode: larger inputs are checked along random directions
 WORK_BYTES = 12 * 8  # per element, exhaustive mode holds about 12 float64 work arrays
+OUTPUT_BYTES = 6 * 8  # per output, structured mode holds about 6 float64 arrays
 DIRECTIONS = 2  # see benchmarks/README.md: a third or fourth caught no seed the second missed
 
 
@@ -60,12 +62,17 @@ def check_vjp(
     budget: int = DEFAULT_BUDGET,
     directions: int = DIRECTIONS,
     max_exhaustive: int = MAX_EXHAUSTIVE,
+    structure: Any = None,
 ) -> CaseResult:
     """Compare ``vjp(g, **case)`` with central differences of <g, forward(**case)> in case[wrt].
 
     ``g`` is ``upstream`` or drawn from N(0, 1) with ``numpy.random.default_rng(seed)``.
     Raises ``InvalidCase`` for unusable arguments; a misbehaving forward or vjp gives a
-    result with status ``"error"`` and a message instead.
+    result with status ``"error"`` and a message instead. ``structure`` (a
+    ``gradcheck.structure`` declaration, or a function of the case returning one) enables
+    the structured exhaustive mode (coloured differences, ``gradcheck.coloured``): in auto
+    or exhaustive mode it is used when it needs fewer colours than elements and fits the
+    budget; a declaration found wrong is noted and the check redone without it.
     """
     case, target, notes = prepare(case, wrt, mode, dtype)
     arrays = float_arrays(case)
@@ -76,6 +83,7 @@ def check_vjp(
         rtol=compare.rtol_of(target),
     )
     x = case[wrt]
+    requested = mode
     if mode == "auto":
         mode = "exhaustive" if x.size <= max_exhaustive else "directional"
         if mode == "directional":
@@ -99,6 +107,11 @@ def check_vjp(
             if g.shape != y.shape:
                 raise InvalidCase(f"upstream has shape {g.shape}; forward returns {y.shape}")
         g_before = digests({"dy": g})
+        pattern = _pattern(structure, case, x, y, requested, budget, max_exhaustive, notes)
+        plain, dropped = mode, [n for n in notes if "checked along random directions" in n]
+        if pattern is not None:
+            mode = result.mode = "structured"
+            notes[:] = [n for n in notes if n not in dropped]
         a = np.asarray(as_float_array(back(g, **case), "vjp", x.shape), dtype=np.float64)
         if any(np.may_share_memory(a, v) for v in (g, *arrays.values())):
             a = a.copy()  # the vjp returned (a view of) an argument: keep the result its own
@@ -117,30 +130,81 @@ def check_vjp(
         L0 = float(loss_rows(y[None], g)[0])
         # L at x again, through the batched path: randomness drawn once per call shows
         _same(L0, loss.at_x(), magnitude, target, "two evaluations at the same input")
-        # Judge at the noise floor first: the measured noise is never below it, and a larger
-        # noise only widens tolerances, so a pass there stands -- unless a smaller step
-        # overruled D(h), on evidence (D(h) off by more than its noise) that a larger noise
-        # would withdraw. Anything else is judged again at the measured noise, if larger.
         floor = eps_of(target) * magnitude
-        directions_from = rng.bit_generator.state
-        verdict, overruled = _judge(result, mode, loss, L0, a, floor, rng, directions)
-        if verdict.status != "pass" or overruled:
-            L_table, noise = estimate_noise(loss, magnitude, rng)
-            _same(L0, L_table, magnitude, target,
-                  "a call of its own and a row of a batched call, at the same input")
-            if noise.sigma > floor:
-                rng.bit_generator.state = directions_from  # the same random directions
-                verdict, _ = _judge(result, mode, loss, L0, a, noise.sigma, rng, directions)
-            if noise.how == "upper bound":
-                verdict.notes.append(
-                    "noise of L not resolved; its highest-order difference bounds it")
-        result = verdict
+        structured: CaseResult | str | None = None
+        if pattern is not None:
+            structured = coloured.structured_verdict(
+                result, loss, L0, y, a, pattern, floor, magnitude, rng,
+                directions, _fill)
+            if isinstance(structured, str):
+                notes.extend([f"{structured}; checked without it", *dropped])
+                mode = result.mode = plain
+                structured = None
+        if isinstance(structured, CaseResult):
+            result = structured
+        else:
+            result = _plain(result, mode, loss, L0, a, floor, magnitude, rng, directions, target)
         unchanged(arrays, before, "forward")
         result.evaluations = 1 + loss.evaluations  # the forward at x, then L's
         result.analytic = a
     except Broken as exc:
         result.status, result.message = "error", str(exc)
     return result
+
+
+def _plain(
+    result: CaseResult, mode: str, loss: Loss, L0: float, a: np.ndarray, floor: float,
+    magnitude: float, rng: np.random.Generator, directions: int, target: np.dtype,
+) -> CaseResult:
+    """Judge at the noise floor first: the measured noise is never below it, and a larger
+    noise only widens tolerances, so a pass there stands -- unless a smaller step overruled
+    D(h), on evidence (D(h) off by more than its noise) that a larger noise would withdraw.
+    Anything else is judged again at the measured noise, if larger."""
+    directions_from = rng.bit_generator.state
+    verdict, overruled = _judge(result, mode, loss, L0, a, floor, rng, directions)
+    if verdict.status != "pass" or overruled:
+        L_table, noise = estimate_noise(loss, magnitude, rng)
+        _same(L0, L_table, magnitude, target,
+              "a call of its own and a row of a batched call, at the same input")
+        if noise.sigma > floor:
+            rng.bit_generator.state = directions_from  # the same random directions
+            verdict, _ = _judge(result, mode, loss, L0, a, noise.sigma, rng, directions)
+        if noise.how == "upper bound":
+            verdict.notes.append(
+                "noise of L not resolved; its highest-order difference bounds it")
+    return verdict
+
+
+def _pattern(
+    structure: Any, case: dict[str, Any], x: np.ndarray, y: np.ndarray, requested: str,
+    budget: int, max_exhaustive: int, notes: list[str],
+) -> Pattern | None:
+    """The declared structure's colouring when structured mode applies, else None (with a
+    note when a declaration was given but not used)."""
+    if structure is None or requested == "directional":
+        return None
+    try:
+        declared = resolve(structure, case)
+        pattern = None if declared is None else bind(declared, x.shape, y.shape)
+    except DeclarationError as exc:
+        notes.append(f"{exc}; checked without the declared structure")
+        return None
+    if pattern is None:
+        return None
+    if pattern.count > max_exhaustive:
+        notes.append(f"declared structure {pattern.label} needs {pattern.count} colours, "
+                     f"over the {max_exhaustive} evaluated element by element")
+        return None
+    if pattern.count >= x.size:
+        notes.append(f"declared structure {pattern.label} needs {pattern.count} colours for "
+                     f"{x.size} elements: no saving, checked element by element")
+        return None
+    need = x.size * WORK_BYTES + OUTPUT_BYTES * y.size
+    if need > budget:
+        notes.append(f"structured mode would hold {need / 2**20:.0f} MiB of work arrays, over "
+                     f"the {budget / 2**20:.0f} MiB budget")
+        return None
+    return pattern
 
 
 def _fill(result: CaseResult, a: np.ndarray, v: Verdicts, shape: tuple[int, ...]) -> None:

@@ -18,7 +18,8 @@ disagreeing direction down to blocks checked element by element.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ import numpy as np
 from gradcheck import compare
 from gradcheck.numeric import (
     ELEMENTS,
+    Differences,
     Loss,
     differences,
     eps_of,
@@ -54,11 +56,18 @@ class Verdicts:
 
 
 def compare_elements(
-    loss: Loss, L0: float, a: np.ndarray, index: np.ndarray, sigma: float, rtol: float
+    loss: Loss, L0: float, a: np.ndarray, index: np.ndarray, sigma: float | np.ndarray,
+    rtol: float, diff: Callable[[np.ndarray, np.ndarray], Differences] | None = None,
 ) -> Verdicts:
-    """Verdicts for the flat ``index`` elements of loss.x, whose analytic values are ``a``."""
+    """Verdicts for the flat ``index`` elements of loss.x, whose analytic values are ``a``.
+    ``diff(index, h)`` gives the differences (default: of L, one element per evaluation;
+    ``gradcheck.coloured`` gives those of each element's restricted loss), and sigma may be
+    one noise level or one per element of ``index``."""
     h = steps(loss.x).reshape(-1)[index]
-    d1 = differences(loss, L0, index, h)
+    if diff is None:
+        diff = functools.partial(differences, loss, L0)
+    sigma = np.broadcast_to(np.asarray(sigma, dtype=np.float64), index.shape)
+    d1 = diff(index, h)
     eps = eps_of(loss.x.dtype)
     noise = np.maximum(sigma, eps * d1.magnitude) / d1.h  # rounding error of D(h)
     num, tol = d1.central.copy(), compare.atol(noise * d1.h, d1.h)
@@ -72,7 +81,7 @@ def compare_elements(
     J = np.flatnonzero(~ok | suspect)
     if J.size == 0:
         return Verdicts(num, tol, ok, kink, unresolved, overruled)
-    d2 = differences(loss, L0, index[J], 2 * h[J])
+    d2 = diff(index[J], 2 * h[J])
     gap2 = np.zeros(index.size)
     gap2[J] = d2.curvature_gap
     trunc = np.abs(d1.central[J] - d2.central) / 3
@@ -85,9 +94,9 @@ def compare_elements(
     retry = ~ok[J]
     K = J[retry]
     if K.size:
-        s1 = differences(loss, L0, index[K], h[K] / SMALL)
-        s2 = differences(loss, L0, index[K], 2 * h[K] / SMALL)
-        noise_K = np.maximum(sigma, eps * s1.magnitude) / s1.h
+        s1 = diff(index[K], h[K] / SMALL)
+        s2 = diff(index[K], 2 * h[K] / SMALL)
+        noise_K = np.maximum(sigma[K], eps * s1.magnitude) / s1.h
         trunc_K = np.abs(s1.central - s2.central) / 3
         tol_small = compare.atol(noise_K * s1.h, s1.h, trunc_K)
         moved = np.abs(s1.central - num[K]) > noise_K + noise[K]

@@ -1,0 +1,313 @@
+"""Coloured central differences of the output vector, and their self-verification.
+
+With a declared structure (``gradcheck.structure``), the elements of one colour reach
+disjoint sets of outputs, so one evaluation at x + h e_S (h_i for each member i of S)
+gives every member's difference at once: output j's change is attributed to the member
+that reaches it, and member i's restricted loss is L_i = sum_{j owned by i} g_j y_j. The
+per-element differences are those of L_i, in the same ``Differences`` form the element
+judge reads, so the staged verdict (D(2h), D(h/8), the kink test) is unchanged; each
+stage costs 2 evaluations per colour it touches, not per element.
+
+Noise model, moved to the outputs: output j's rounding is
+    s_j = eps * |y_j|                        (its own magnitude: one rounding of y_j)
+at the floor, or, when a verdict at the floor is not a pass, max(s_j * rho, e_j) with e_j
+output j's own ECnoise level (orders 2..6 of a 7-point table along a random direction)
+and rho the median over outputs of e_j / s_j (pooled, so no single 7-point estimate
+decides an element's tolerance). An element's restricted loss has the noise
+sigma_i = sqrt(sum_{j owned by i} g_j^2 s_j^2) (independent roundings of distinct outputs).
+
+Self-verification: a wrong declaration never produces a verdict.
+(a) In every coloured evaluation, an output that no perturbed member reaches must not move
+    beyond SAFETY times its noise.
+(b) The coloured gradient along random directions must match the directional difference
+    of the true L (an independent check of misattribution).
+(c) Elements the judge finds wrong are re-measured one by one without the structure; a
+    coloured value outside that measurement's error bars means misattribution.
+Any of them -> the check is redone without the structure, with a note.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from gradcheck import compare
+from gradcheck.numeric import (
+    CACHE_BYTES,
+    Differences,
+    Loss,
+    differences,
+    eps_of,
+    estimate_noise,
+    random_direction,
+    rms_scale,
+    scaled_direction,
+    steps,
+)
+from gradcheck.result import CaseResult
+from gradcheck.structure import Pattern
+from gradcheck.verdict import Verdicts, compare_elements
+
+ECNOISE_HALF = 3  # the output noise table has 2 * 3 + 1 points
+NOISE_SPACING = 0.5  # its spacing, as a power of eps: truncation of orders >= 2 far below noise
+RECHECK = 32  # failing elements re-measured without the structure (c)
+
+
+@dataclass
+class Moved:
+    """An output that moved though no perturbed member reaches it (self-verification a)."""
+
+    output: int
+    colour: int
+    change: float
+
+
+class ColouredDifferences:
+    """Per-element differences from coloured evaluations of the output vector."""
+
+    def __init__(self, loss: Loss, y: np.ndarray, pattern: Pattern) -> None:
+        self.loss, self.pattern = loss, pattern
+        self.x = loss.x
+        self.g = np.asarray(loss.g, dtype=np.float64).reshape(-1)
+        self.y0 = np.asarray(y, dtype=np.float64).reshape(-1)
+        self.gy0 = self.g * self.y0
+        eps = eps_of(self.x.dtype)
+        self.floor = eps * np.abs(self.y0)  # s_j at the floor
+        self.s = self.floor
+        self.moved: list[Moved] = []
+        self.colours_evaluated = 0
+        self._cache: dict[tuple[bytes, bytes], Differences] = {}
+        row = self.x.nbytes + 3 * self.y0.nbytes  # input row, output row, its float64 work
+        fits = max(1, int(loss.budget // 2 // row))
+        self.width = min(fits, max(1, CACHE_BYTES // row)) if loss.batched else 1
+
+    def outputs(self, X: np.ndarray) -> np.ndarray:
+        """forward at the rows of X, as float64 rows of outputs (counted as evaluations)."""
+        k = X.shape[0]
+        self.loss.evaluations += k
+        if self.loss.batched:
+            out = self.loss.forward(**{**self.loss.case, self.loss.wrt: X})
+            Y = self.loss.check_output(out, (k, *self.loss.g.shape)) if self.loss.check_output \
+                else np.asarray(out)
+            return np.asarray(Y, dtype=np.float64).reshape(k, -1)
+        rows = []
+        for r in range(k):
+            out = self.loss.forward(**{**self.loss.case, self.loss.wrt: X[r]})
+            y = self.loss.check_output(out, self.loss.g.shape) if self.loss.check_output \
+                else np.asarray(out)
+            rows.append(np.asarray(y, dtype=np.float64).reshape(-1))
+        return np.stack(rows)
+
+    def __call__(self, index: np.ndarray, h: np.ndarray) -> Differences:
+        key = (index.tobytes(), np.asarray(h).tobytes())
+        if key not in self._cache:
+            self._cache[key] = self._differences(index, h)
+        return self._cache[key]
+
+    def _owned(self, c: int, position: np.ndarray) -> np.ndarray:
+        """Per output, the position in the current index of the member of colour c that
+        reaches it, -1 where none (or that member is not being perturbed)."""
+        owner = self.pattern.owners(c)
+        return np.where(owner >= 0, position[np.maximum(owner, 0)], -1)
+
+    def _differences(self, index: np.ndarray, h: np.ndarray) -> Differences:
+        x = self.x.reshape(-1)
+        xi = x[index].astype(np.float64)
+        xp, xm = (xi + h).astype(self.x.dtype), (xi - h).astype(self.x.dtype)
+        position = np.full(x.size, -1, dtype=np.int64)
+        position[index] = np.arange(index.size)
+        colours = np.unique(self.pattern.colour[index])
+        self.colours_evaluated += colours.size
+        k = index.size
+        up_sum, down_sum, base = np.zeros(k), np.zeros(k), np.zeros(k)
+        width = min(self.width, 2 * colours.size)
+        buf = np.empty((width, *self.x.shape), dtype=self.x.dtype)
+        buf[...] = self.x
+        flat = buf.reshape(width, -1)
+        by_colour = {int(c): index[self.pattern.colour[index] == c] for c in colours}
+        rows = [(int(c), sign) for c in colours for sign in (1, -1)]
+        for start in range(0, len(rows), width):
+            chunk = rows[start : start + width]
+            for r, (c, sign) in enumerate(chunk):
+                m = by_colour[c]
+                flat[r, m] = (xp if sign > 0 else xm)[position[m]]
+            Y = self.outputs(buf[: len(chunk)])
+            for r, (c, sign) in enumerate(chunk):
+                m = by_colour[c]
+                flat[r, m] = x[m]
+                own = self._owned(c, position)
+                valid = own >= 0
+                dy = Y[r] - self.y0
+                self._verify(c, dy, valid)
+                pos = own[valid]
+                gdy = np.bincount(pos, weights=(self.g * dy)[valid], minlength=k)
+                if sign > 0:
+                    up_sum += gdy
+                    base += np.bincount(pos, weights=self.gy0[valid], minlength=k)
+                else:
+                    down_sum -= gdy
+        up = xp.astype(np.float64) - xi
+        down = xi - xm
+        span = up + down
+        return Differences(
+            index=index,
+            h=span / 2,
+            magnitude=np.maximum(np.abs(base + up_sum), np.abs(base - down_sum)),
+            central=(up_sum + down_sum) / span,
+            curvature_gap=np.abs(up_sum - down_sum) / (span / 2),
+            forward_slope=up_sum / up,
+            backward_slope=down_sum / down,
+        )
+
+    def _verify(self, c: int, dy: np.ndarray, owned: np.ndarray) -> None:
+        """(a): outputs no perturbed member reaches must stay within their noise."""
+        excess = np.where(owned, 0.0, np.abs(dy) - compare.SAFETY * self.s)
+        j = int(np.argmax(excess))
+        if excess[j] > 0:
+            self.moved.append(Moved(j, c, float(abs(dy[j]))))
+
+    def unexplained(self) -> Moved | None:
+        """The first recorded move still beyond SAFETY times the current output noise."""
+        for m in self.moved:
+            if m.change > compare.SAFETY * self.s[m.output]:
+                return m
+        return None
+
+    def sigma(self, index: np.ndarray) -> np.ndarray:
+        """sigma_i = sqrt(sum_{j owned by i} g_j^2 s_j^2) for the elements ``index``."""
+        position = np.full(self.x.size, -1, dtype=np.int64)
+        position[index] = np.arange(index.size)
+        w = (self.g * self.s) ** 2
+        total = np.zeros(index.size)
+        for c in np.unique(self.pattern.colour[index]):
+            own = self._owned(int(c), position)
+            valid = own >= 0
+            total += np.bincount(own[valid], weights=w[valid], minlength=index.size)
+        return np.sqrt(total)
+
+    def measure_noise(self, rng: np.random.Generator) -> None:
+        """Per-output ECnoise levels from one 7-point table along a random direction;
+        s_j = max(floor_j * rho, level_j), rho the median ratio of level to floor."""
+        eps = eps_of(self.x.dtype)
+        signs = np.where(rng.integers(0, 2, size=self.x.shape).astype(bool), 1.0, -1.0)
+        v = scaled_direction(signs, self.x)
+        steps = [i * eps**NOISE_SPACING for i in range(-ECNOISE_HALF, ECNOISE_HALF + 1)]
+        table = np.empty((len(steps), self.y0.size))
+        for i, t in enumerate(steps):
+            X = (self.x.astype(np.float64) + t * v).astype(self.x.dtype)[None]
+            table[i] = self.outputs(X)[0]
+        levels = []
+        gamma, diff = 1.0, table
+        for order in range(1, len(steps)):
+            diff = np.diff(diff, axis=0)
+            gamma *= 0.5 * order / (2 * order - 1)  # (k!)^2 / (2k)!
+            if order >= 2:
+                levels.append(np.sqrt(gamma * np.mean(diff**2, axis=0)))
+        level = np.mean(levels, axis=0)
+        positive = self.floor > 0
+        rho = float(np.median(level[positive] / self.floor[positive])) if positive.any() else 1.0
+        self.s = np.maximum(self.floor * max(rho, 1.0), level)
+
+
+def directional_agreement(
+    loss: Loss, L0: float, numeric: np.ndarray, atol: np.ndarray, sigma_L: float,
+    rng: np.random.Generator, k: int,
+) -> tuple[bool, float, float, float]:
+    """(b): <coloured numeric gradient, u> against the central difference of the true L
+    along k random unit directions u, at steps t and 2t (Richardson truncation estimate).
+    Tolerance: SAFETY * (sigma_L / t + truncation) for the true difference, plus
+    sum |u_i| atol_i for the coloured one. Returns (ok, projected, true, tolerance) of
+    the worst direction."""
+    x = loss.x
+    t = eps_of(x.dtype) ** (1 / 3) * rms_scale(x)
+    worst = (True, 0.0, 0.0, 0.0)
+    for _ in range(k):
+        u = random_direction(rng, x)
+        L = loss.along([u, u, u, u], [t, -t, 2 * t, -2 * t])
+        up = (x.astype(np.float64) + t * u).astype(x.dtype).astype(np.float64)
+        down = (x.astype(np.float64) - t * u).astype(x.dtype).astype(np.float64)
+        step = (up - down).reshape(-1)
+        n1 = float(L[0] - L[1]) / (2 * t)
+        n2 = float(L[2] - L[3]) / (4 * t)
+        projected = float(np.dot(numeric, step)) / (2 * t)
+        tol = compare.SAFETY * (sigma_L / t + abs(n1 - n2) / 3) \
+            + float(np.dot(np.abs(step), atol)) / (2 * t) + compare.rtol_of(x.dtype) * abs(n1)
+        ok = abs(projected - n1) <= tol
+        if not ok or worst[0]:
+            worst = (ok, projected, n1, tol)
+        if not ok:
+            break
+    return worst
+
+
+def plain_recheck(
+    loss: Loss, L0: float, index: np.ndarray, numeric: np.ndarray, atol: np.ndarray,
+    sigma_L: float, h: np.ndarray,
+) -> int | None:
+    """(c): D(h) and D(2h) of the true L at ``index`` (one element at a time); returns the
+    first element whose coloured value lies outside their error bars plus its own."""
+    d1 = differences(loss, L0, index, h)
+    d2 = differences(loss, L0, index, 2 * h)
+    eps = eps_of(loss.x.dtype)
+    noise = np.maximum(sigma_L, eps * d1.magnitude) / d1.h
+    tol = compare.atol(noise * d1.h, d1.h, np.abs(d1.central - d2.central) / 3) + atol
+    off = np.abs(d1.central - numeric) > tol + compare.rtol_of(loss.x.dtype) * np.abs(d1.central)
+    bad = np.flatnonzero(off)
+    return int(index[bad[0]]) if bad.size else None
+
+
+def structured_verdict(
+    template: CaseResult, loss: Loss, L0: float, y: np.ndarray, a: np.ndarray,
+    pattern: Pattern, floor: float, magnitude: float,
+    rng: np.random.Generator, directions: int,
+    fill: Callable[[CaseResult, np.ndarray, Verdicts, tuple[int, ...]], None],
+) -> CaseResult | str:
+    """The element verdicts from coloured differences, or, when self-verification shows
+    the declaration wrong, a note saying how (the caller then checks without it)."""
+    cd = ColouredDifferences(loss, y, pattern)
+    af, index = a.reshape(-1), np.arange(a.size)
+
+    def judge() -> tuple[CaseResult, Verdicts]:
+        result = dataclasses.replace(template, notes=list(template.notes))
+        v = compare_elements(loss, L0, af, index, cd.sigma(index), result.rtol, diff=cd)
+        fill(result, af, v, a.shape)
+        return result, v
+
+    result, v = judge()
+    if result.status != "pass" or v.overruled.any() or cd.moved:
+        cd.measure_noise(rng)  # judged again at the measured output noise (never narrower)
+        result, v = judge()
+    moved = cd.unexplained()
+    where = "the declared structure"
+    if moved is not None:
+        out = tuple(int(i) for i in np.unravel_index(moved.output, y.shape))
+        return (f"{where} is wrong for {loss.wrt!r}: output {out} moved by {moved.change:.3g} "
+                f"when only elements that do not reach it were perturbed (colour {moved.colour})")
+    sigma_L = floor
+    for attempt in range(2):
+        ok, projected, true, tol = directional_agreement(
+            loss, L0, v.numeric, v.atol, sigma_L, rng, directions)
+        if ok or attempt:
+            break
+        sigma_L = max(floor, estimate_noise(loss, magnitude, rng)[1].sigma)
+    if not ok:
+        return (f"{where} is wrong for {loss.wrt!r}: along a random direction the coloured "
+                f"gradient gives {projected:.6g}, the true L {true:.6g} (tolerance {tol:.3g}): "
+                "outputs are attributed to the wrong elements")
+    failing = np.flatnonzero(result.failed.reshape(-1))[:RECHECK] \
+        if result.failed is not None else np.array([], dtype=np.int64)
+    if failing.size:
+        h = steps(loss.x).reshape(-1)[failing]
+        bad = plain_recheck(loss, L0, failing, v.numeric[failing], v.atol[failing], sigma_L, h)
+        if bad is not None:
+            i = tuple(int(q) for q in np.unravel_index(bad, a.shape))
+            return (f"{where} is wrong for {loss.wrt!r}: element {i}'s coloured difference "
+                    "disagrees with its own central difference (misattributed outputs)")
+    result.mode = "structured"
+    result.notes.append(
+        f"structured exhaustive: {pattern.label}, {pattern.count} colours for {a.size} "
+        f"elements ({cd.colours_evaluated} colour evaluations over all stages)")
+    return result
