@@ -27,12 +27,14 @@ _WHERE = {
     "LoadError": "gradcheck.errors",
 }
 
-__all__ = sorted(_WHERE) + ["strategies"]
+MODULES = ("strategies", "structure")  # public submodules, loaded on first use
+
+__all__ = sorted(_WHERE) + list(MODULES)
 
 
 def __getattr__(name: str) -> Any:
-    if name == "strategies":
-        return importlib.import_module("gradcheck.strategies")
+    if name in MODULES:
+        return importlib.import_module(f"gradcheck.{name}")
     if name in _WHERE:
         return getattr(importlib.import_module(_WHERE[name]), name)
     raise AttributeError(f"module 'gradcheck' has no attribute {name!r}")

@@ -33,7 +33,7 @@ from gradcheck.guard import (  # noqa: F401 (MODES: part of check's interface)
 )
 from gradcheck.numeric import DEFAULT_BUDGET, Loss, eps_of, estimate_noise, loss_rows, max_abs
 from gradcheck.result import CaseResult, Element
-from gradcheck.structure import DeclarationError, Pattern, bind, resolve
+from gradcheck.structure import DeclarationError, Pattern, Structure, bind, resolve
 from gradcheck.verdict import REPORTED, Verdicts, compare_elements, directional
 
 MAX_EXHAUSTIVE = 1 << 16  # auto mode: larger inputs are checked along random directions
@@ -181,6 +181,11 @@ def _pattern(
 ) -> Pattern | None:
     """The declared structure's colouring when structured mode applies, else None (with a
     note when a declaration was given but not used)."""
+    if structure is not None and not isinstance(structure, Structure) \
+            and not callable(structure):
+        raise InvalidCase(f"structure must be a gradcheck.structure declaration (windows, "
+                          f"rows, elementwise, dense, sparse) or a function of the case "
+                          f"returning one, got structure={structure!r}")
     if structure is None or requested == "directional":
         return None
     try:
@@ -195,9 +200,7 @@ def _pattern(
         notes.append(f"declared structure {pattern.label} needs {pattern.count} colours, "
                      f"over the {max_exhaustive} evaluated element by element")
         return None
-    if pattern.count >= x.size:
-        notes.append(f"declared structure {pattern.label} needs {pattern.count} colours for "
-                     f"{x.size} elements: no saving, checked element by element")
+    if pattern.count >= x.size:  # no saving (a dense declaration): element by element
         return None
     need = x.size * WORK_BYTES + OUTPUT_BYTES * y.size
     if need > budget:

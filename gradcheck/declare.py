@@ -57,6 +57,9 @@ class Derivation:
     accepts a leading batch axis on any one float argument and returns a leading batch
     axis on its output, so the engine can evaluate perturbations in chunks.
     ``classify(case)`` names a case's geometry class (for coverage counts).
+    ``structure`` maps an argument's name to its declared Jacobian structure (a
+    ``gradcheck.structure`` declaration, or a function of the case returning one), which
+    the runner passes to ``check_vjp`` for that argument's formulas.
     """
 
     name: str
@@ -65,6 +68,7 @@ class Derivation:
     source: str = ""
     batched: bool = False
     classify: Callable[[dict[str, Any]], str] | None = None
+    structure: dict[str, Any] = field(default_factory=dict)
     formulas: list[Formula] = field(default_factory=list)
     module: str = ""
 

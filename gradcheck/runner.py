@@ -172,7 +172,8 @@ def run_formula(formula: Formula, settings: Settings | None = None) -> FormulaRe
         nonlocal failed, sample
         try:
             result = check_vjp(d.forward, formula.vjp, case, formula.wrt, seed=settings.seed,
-                               mode=settings.mode, dtype=settings.dtype, batched=d.batched)
+                               mode=settings.mode, dtype=settings.dtype, batched=d.batched,
+                               structure=d.structure.get(formula.wrt))
         except InvalidCase as exc:
             raise _CaseProblem(f"the case strategy of {d.name!r} drew an unusable case "
                                f"(a problem of the strategy, not the formula): {exc}") from exc
