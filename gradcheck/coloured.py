@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gradcheck import compare
+from gradcheck import compare, jacobian
 from gradcheck.numeric import (
     CACHE_BYTES,
     Differences,
@@ -306,6 +306,9 @@ def structured_verdict(
             i = tuple(int(q) for q in np.unravel_index(bad, a.shape))
             return (f"{where} is wrong for {loss.wrt!r}: element {i}'s coloured difference "
                     "disagrees with its own central difference (misattributed outputs)")
+    if result.status == "fail":
+        said = jacobian.diagnose(cd, a, v.atol, result.rtol, y.shape)
+        result.diagnosis = "; ".join(filter(None, [result.diagnosis, said]))
     result.mode = "structured"
     result.notes.append(
         f"structured exhaustive: {pattern.label}, {pattern.count} colours for {a.size} "

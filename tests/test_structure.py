@@ -290,3 +290,38 @@ def test_one_wrong_element_of_a_real_size_conv_is_caught_and_localised(dtype):
                          dtype=dtype, structure=windows(3, mix=True))
         assert r.status == "fail", (how, r.explain())
         assert r.mismatches == 1 and r.worst_index == index, (how, r.explain())
+
+
+# ---------------------------------------------------------------- diagnosis
+
+
+@pytest.mark.parametrize("wrt, axes", [("x", "(0, 1, 2)"), ("W", "(1, 2)"), ("b", "(1, 2)")])
+def test_a_missing_sum_over_output_positions_is_named(wrt, axes):
+    rng = np.random.default_rng(0)
+    d = conv2d.conv2d
+    r = gc.check_vjp(d.forward, formula(d, wrt, "as-written"), conv_case(rng, 3, 8, 4, 1),
+                     wrt, batched=True, structure=d.structure[wrt])
+    assert r.status == "fail" and r.mode == "structured"
+    assert f"restricted to the outputs with index 0 on output axes {axes}" in r.diagnosis
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_unaccumulated_overlapping_windows_are_named(stride):
+    rng = np.random.default_rng(0)
+    d = maxpool2d.maxpool2d
+    r = gc.check_vjp(d.forward, formula(d, "x", "as-written"), pool_case(rng, 2, 9, 3, stride),
+                     "x", batched=True, structure=d.structure["x"])
+    assert r.status == "fail"
+    assert "the last in row-major order reaching it" in r.diagnosis
+
+
+@pytest.mark.parametrize("wrong", [
+    lambda dy, **c: 1.5 * conv2d.dx_reference(dy, **c),
+    lambda dy, **c: conv2d.dx_reference(dy, **c) + 1e-3,
+])
+def test_no_jacobian_statement_without_evidence(wrong):
+    rng = np.random.default_rng(0)
+    r = gc.check_vjp(conv2d.forward, wrong, conv_case(rng, 2, 7, 3, 1), "x", batched=True,
+                     structure=windows(3, mix=True))
+    assert r.status == "fail"
+    assert "restricted" not in r.diagnosis and "one output only" not in r.diagnosis
