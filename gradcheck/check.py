@@ -31,7 +31,16 @@ from gradcheck.guard import (  # noqa: F401 (MODES: part of check's interface)
     prepare,
     unchanged,
 )
-from gradcheck.numeric import DEFAULT_BUDGET, Loss, eps_of, estimate_noise, loss_rows, max_abs
+from gradcheck.numeric import (
+    DEFAULT_BUDGET,
+    ELEMENTS,
+    Loss,
+    eps_of,
+    estimate_noise,
+    loss_rows,
+    max_abs,
+    slices,
+)
 from gradcheck.result import CaseResult, Element
 from gradcheck.structure import DeclarationError, Pattern, Structure, bind, resolve
 from gradcheck.verdict import REPORTED, Verdicts, compare_elements, directional
@@ -112,6 +121,10 @@ def check_vjp(
         if pattern is not None:
             mode = result.mode = "structured"
             notes[:] = [n for n in notes if n not in dropped]
+        magnitude = _magnitude(g, y, arrays)
+        L0 = float(loss_rows(y[None], g)[0])
+        if pattern is None:
+            y = np.empty(0)  # not needed again: freed before the vjp and the differences run
         a = np.asarray(as_float_array(back(g, **case), "vjp", x.shape), dtype=np.float64)
         if any(np.may_share_memory(a, v) for v in (g, *arrays.values())):
             a = a.copy()  # the vjp returned (a view of) an argument: keep the result its own
@@ -124,10 +137,6 @@ def check_vjp(
             ),
             reserve=2 * 8 * x.size,  # the analytic gradient and one direction, held beside
         )
-        magnitude = float(np.sum(np.abs(g * y)) + np.sum(np.abs(g)) * max(
-            max_abs(v) for v in arrays.values()
-        ))
-        L0 = float(loss_rows(y[None], g)[0])
         # L at x again, through the batched path: randomness drawn once per call shows
         _same(L0, loss.at_x(), magnitude, target, "two evaluations at the same input")
         floor = eps_of(target) * magnitude
@@ -150,6 +159,16 @@ def check_vjp(
     except Broken as exc:
         result.status, result.message = "error", str(exc)
     return result
+
+
+def _magnitude(g: np.ndarray, y: np.ndarray, arrays: dict[str, np.ndarray]) -> float:
+    """sum|g y| + |g|_1 max|inputs|, the magnitudes flowing through L, slice by slice (no
+    y-sized temporaries)."""
+    gf, yf = g.reshape(-1), y.reshape(-1)
+    gy = np.sum([np.sum(np.abs(gf[i : i + ELEMENTS] * yf[i : i + ELEMENTS]))
+                 for i in slices(gf.size)])
+    g1 = np.sum([np.sum(np.abs(gf[i : i + ELEMENTS])) for i in slices(gf.size)])
+    return float(gy + g1 * max(max_abs(v) for v in arrays.values()))
 
 
 def _plain(

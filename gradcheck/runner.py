@@ -46,6 +46,8 @@ class FormulaResult:
     coverage: dict[str, int] = field(default_factory=dict)
     case_errors: list[float] = field(default_factory=list)  # max rel error of each case
     sweep: dict[str, Any] | None = None  # step-size curve of one case (gradcheck.sweep)
+    modes: dict[str, int] = field(default_factory=dict)  # cases checked in each mode
+    evaluations: int = 0  # forward evaluations over those cases
     message: str = ""
     seconds: float = 0.0
     # the minimal failing case and its full result, for `explain` (not serialised)
@@ -62,7 +64,7 @@ class FormulaResult:
         """Plain Python types only (JSON, and pytest-xdist's user_properties)."""
         keys = ("id", "derivation", "wrt", "variant", "expect", "source", "text", "status",
                 "cases", "max_rel_error", "median_rel_error", "counterexample", "coverage",
-                "message", "seconds", "case_errors", "sweep")
+                "message", "seconds", "case_errors", "sweep", "modes", "evaluations")
         out = {k: getattr(self, k) for k in keys}
         out["matches_expectation"] = self.matches_expectation
         return out
@@ -102,7 +104,8 @@ MAX_PICTURE = 4096  # elements of |analytic - numeric| kept for the report's hea
 def _counterexample(result: CaseResult) -> dict[str, Any]:
     s = result.summary()
     out = {k: s[k] for k in ("shapes", "params", "max_rel_error", "worst_index", "diagnosis",
-                             "status", "message", "mismatches", "checked")}
+                             "status", "message", "mismatches", "checked", "mode")}
+    out["evaluations"] = result.evaluations
     a, n = result.analytic, result.numeric
     small = a is not None and n is not None and a.size <= MAX_PICTURE
     out["abs_error"] = np.abs(a - n.reshape(a.shape)).tolist() if small else None  # type: ignore
@@ -167,6 +170,8 @@ def run_formula(formula: Formula, settings: Settings | None = None) -> FormulaRe
             out.cases += 1
             if classify is not None:
                 coverage[classify(case)] += 1
+            out.modes[result.mode] = out.modes.get(result.mode, 0) + 1
+            out.evaluations += result.evaluations
             if result.status != "error":
                 errors.append(result.max_rel_error)
             sample = case
