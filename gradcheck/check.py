@@ -47,6 +47,7 @@ from gradcheck.verdict import REPORTED, Verdicts, compare_elements, directional
 
 MAX_EXHAUSTIVE = 1 << 16  # auto mode: larger inputs are checked along random directions
 WORK_BYTES = 12 * 8  # per element, exhaustive mode holds about 12 float64 work arrays
+STRUCTURED_BYTES = 15 * 8  # per element in structured mode: 12 work arrays, 3 of the colouring
 OUTPUT_BYTES = 6 * 8  # per output, structured mode holds about 6 float64 arrays
 DIRECTIONS = 2  # see benchmarks/README.md: a third or fourth caught no seed the second missed
 
@@ -207,24 +208,22 @@ def _pattern(
                           f"returning one, got structure={structure!r}")
     if structure is None or requested == "directional":
         return None
+    need = x.size * STRUCTURED_BYTES + OUTPUT_BYTES * y.size
+    if need > budget:
+        notes.append(f"structured mode would hold {need / 2**20:.0f} MiB of work arrays, over "
+                     f"the {budget / 2**20:.0f} MiB budget: the declared structure is not used")
+        return None
     try:
         declared = resolve(structure, case)
         pattern = None if declared is None else bind(declared, x.shape, y.shape)
     except DeclarationError as exc:
         notes.append(f"{exc}; checked without the declared structure")
         return None
-    if pattern is None:
+    if pattern is None or pattern.count >= x.size:  # no saving (dense): element by element
         return None
     if pattern.count > max_exhaustive:
         notes.append(f"declared structure {pattern.label} needs {pattern.count} colours, "
                      f"over the {max_exhaustive} evaluated element by element")
-        return None
-    if pattern.count >= x.size:  # no saving (a dense declaration): element by element
-        return None
-    need = x.size * WORK_BYTES + OUTPUT_BYTES * y.size
-    if need > budget:
-        notes.append(f"structured mode would hold {need / 2**20:.0f} MiB of work arrays, over "
-                     f"the {budget / 2**20:.0f} MiB budget")
         return None
     return pattern
 

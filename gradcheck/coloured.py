@@ -111,14 +111,24 @@ class ColouredDifferences:
         """Per output, the position in the current index of the member of colour c that
         reaches it, -1 where none (or that member is not being perturbed)."""
         owner = self.pattern.owners(c)
+        if position.size == 0:  # every element is in the index, in order: owner = position
+            return owner
         return np.where(owner >= 0, position[np.maximum(owner, 0)], -1)
+
+    def _positions(self, index: np.ndarray) -> np.ndarray:
+        """Flat element -> its position in ``index`` (-1 if absent); empty for all, in order."""
+        if index.size == self.x.size and np.array_equal(index, np.arange(index.size)):
+            return np.empty(0, dtype=np.int64)
+        position = np.full(self.x.size, -1, dtype=np.int64)
+        position[index] = np.arange(index.size)
+        return position
 
     def _differences(self, index: np.ndarray, h: np.ndarray) -> Differences:
         x = self.x.reshape(-1)
         xi = x[index].astype(np.float64)
         xp, xm = (xi + h).astype(self.x.dtype), (xi - h).astype(self.x.dtype)
-        position = np.full(x.size, -1, dtype=np.int64)
-        position[index] = np.arange(index.size)
+        position = self._positions(index)
+        at = np.arange(index.size) if position.size == 0 else position  # element -> position
         colours = np.unique(self.pattern.colour[index])
         self.colours_evaluated += colours.size
         k = index.size
@@ -127,19 +137,25 @@ class ColouredDifferences:
         buf = np.empty((width, *self.x.shape), dtype=self.x.dtype)
         buf[...] = self.x
         flat = buf.reshape(width, -1)
-        by_colour = {int(c): index[self.pattern.colour[index] == c] for c in colours}
+        if position.size == 0:
+            by_colour = {int(c): self.pattern.members(int(c)) for c in colours}
+        else:
+            order = index[np.argsort(self.pattern.colour[index], kind="stable")]
+            bounds = np.searchsorted(self.pattern.colour[order], np.append(colours, np.inf))
+            by_colour = {int(c): order[bounds[i] : bounds[i + 1]] for i, c in enumerate(colours)}
         rows = [(int(c), sign) for c in colours for sign in (1, -1)]
         for start in range(0, len(rows), width):
             chunk = rows[start : start + width]
             for r, (c, sign) in enumerate(chunk):
                 m = by_colour[c]
-                flat[r, m] = (xp if sign > 0 else xm)[position[m]]
+                flat[r, m] = (xp if sign > 0 else xm)[at[m]]
             Y = self.outputs(buf[: len(chunk)])
             for r, (c, sign) in enumerate(chunk):
                 m = by_colour[c]
                 flat[r, m] = x[m]
-                own = self._owned(c, position)
-                valid = own >= 0
+                if sign > 0:
+                    own = self._owned(c, position)
+                    valid = own >= 0
                 dy = Y[r] - self.y0
                 self._verify(c, dy, valid)
                 pos = own[valid]
@@ -178,8 +194,7 @@ class ColouredDifferences:
 
     def sigma(self, index: np.ndarray) -> np.ndarray:
         """sigma_i = sqrt(sum_{j owned by i} g_j^2 s_j^2) for the elements ``index``."""
-        position = np.full(self.x.size, -1, dtype=np.int64)
-        position[index] = np.arange(index.size)
+        position = self._positions(index)
         w = (self.g * self.s) ** 2
         total = np.zeros(index.size)
         for c in np.unique(self.pattern.colour[index]):

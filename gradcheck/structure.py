@@ -71,10 +71,16 @@ def bind(structure: Structure, x_shape: Sequence[int], y_shape: Sequence[int]) -
             f"structure must be a gradcheck.structure.Structure (windows, rows, elementwise, "
             f"dense, sparse), got {type(structure).__name__}"
         )
-    return _bind(structure, tuple(int(s) for s in x_shape), tuple(int(s) for s in y_shape))
+    xs, ys = tuple(int(s) for s in x_shape), tuple(int(s) for s in y_shape)
+    if _size(xs) > CACHED:  # a huge pattern is not kept alive between checks
+        return structure.pattern(xs, ys)
+    return _bind(structure, xs, ys)
 
 
-@functools.lru_cache(maxsize=32)
+CACHED = 1 << 18  # patterns of inputs up to this many elements are cached (16 of them)
+
+
+@functools.lru_cache(maxsize=16)
 def _bind(structure: Structure, x_shape: Shape, y_shape: Shape) -> Pattern:
     return structure.pattern(x_shape, y_shape)
 
