@@ -110,7 +110,7 @@ class ColouredDifferences:
     def _owned(self, c: int, position: np.ndarray) -> np.ndarray:
         """Per output, the position in the current index of the member of colour c that
         reaches it, -1 where none (or that member is not being perturbed)."""
-        owner = self.pattern.owners(c)
+        owner = self.pattern.owner(c)
         if position.size == 0:  # every element is in the index, in order: owner = position
             return owner
         return np.where(owner >= 0, position[np.maximum(owner, 0)], -1)
@@ -129,7 +129,8 @@ class ColouredDifferences:
         xp, xm = (xi + h).astype(self.x.dtype), (xi - h).astype(self.x.dtype)
         position = self._positions(index)
         at = np.arange(index.size) if position.size == 0 else position  # element -> position
-        colours = np.unique(self.pattern.colour[index])
+        colours = np.arange(self.pattern.count) if position.size == 0 else \
+            np.unique(self.pattern.colour[index])
         self.colours_evaluated += colours.size
         k = index.size
         up_sum, down_sum, base = np.zeros(k), np.zeros(k), np.zeros(k)
@@ -156,13 +157,17 @@ class ColouredDifferences:
                 if sign > 0:
                     own = self._owned(c, position)
                     valid = own >= 0
+                    everyone = bool(valid.all())  # no mask needed, nothing to verify
+                    pos = own if everyone else own[valid]
                 dy = Y[r] - self.y0
-                self._verify(c, dy, valid)
-                pos = own[valid]
-                gdy = np.bincount(pos, weights=(self.g * dy)[valid], minlength=k)
+                if not everyone:
+                    self._verify(c, dy, valid)
+                gdy = self.g * dy
+                gdy = np.bincount(pos, weights=gdy if everyone else gdy[valid], minlength=k)
                 if sign > 0:
                     up_sum += gdy
-                    base += np.bincount(pos, weights=self.gy0[valid], minlength=k)
+                    base += np.bincount(pos, weights=self.gy0 if everyone else self.gy0[valid],
+                                        minlength=k)
                 else:
                     down_sum -= gdy
         up = xp.astype(np.float64) - xi

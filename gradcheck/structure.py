@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 Shape = tuple[int, ...]
+OWNER_BYTES = 16 * 2**20  # per pattern: owner tables up to this size are computed once
 
 
 class DeclarationError(ValueError):
@@ -53,6 +54,17 @@ class Pattern:
     def members(self, c: int) -> np.ndarray:
         order, starts = self._order
         return order[starts[c] : starts[c + 1]]
+
+    def owner(self, c: int) -> np.ndarray:
+        """``owners(c)``, kept when all colours' tables together are small (OWNER_BYTES)."""
+        memo = self.__dict__.setdefault("_memo", {})
+        if c not in memo:
+            own = np.ascontiguousarray(self.owners(c))
+            if self.count * own.nbytes > OWNER_BYTES:
+                return own
+            memo[c] = own
+        table: np.ndarray = memo[c]
+        return table
 
 
 class Structure:
