@@ -143,8 +143,9 @@ def check_vjp(
         floor = eps_of(target) * magnitude
         structured: CaseResult | str | None = None
         if pattern is not None:
+            inputs_max = max(max_abs(v) for v in arrays.values())
             structured = coloured.structured_verdict(
-                result, loss, L0, y, a, pattern, floor, magnitude, rng,
+                result, loss, L0, y, a, pattern, inputs_max, floor, magnitude, rng,
                 directions, _fill)
             if isinstance(structured, str):
                 notes.extend([f"{structured}; checked without it", *dropped])

@@ -8,12 +8,12 @@ per-element differences are those of L_i, in the same ``Differences`` form the e
 judge reads, so the staged verdict (D(2h), D(h/8), the kink test) is unchanged; each
 stage costs 2 evaluations per colour it touches, not per element.
 
-Noise model, moved to the outputs: output j's rounding is
-    s_j = eps * |y_j|                        (its own magnitude: one rounding of y_j)
-at the floor, or, when a verdict at the floor is not a pass, max(s_j * rho, e_j) with e_j
-output j's own ECnoise level (orders 2..6 of a 7-point table along a random direction)
-and rho the median over outputs of e_j / s_j (pooled, so no single 7-point estimate
-decides an element's tolerance). An element's restricted loss has the noise
+Noise model, moved to the outputs: output j's rounding is at least
+    s_j = eps * (|y_j| + max|inputs|)        (the scalar model's floor, term by term)
+and, when a verdict at that floor is not a pass, max(s_j * rho, e_j) with e_j output j's
+own ECnoise level (``measure_noise``) and rho the median over outputs of e_j / s_j
+(pooled, so no single 7-point estimate decides an element's tolerance). An element's
+restricted loss has the noise
 sigma_i = sqrt(sum_{j owned by i} g_j^2 s_j^2) (independent roundings of distinct outputs).
 
 Self-verification: a wrong declaration never produces a verdict.
@@ -37,6 +37,7 @@ import numpy as np
 from gradcheck import compare, jacobian
 from gradcheck.numeric import (
     CACHE_BYTES,
+    NOISE_STEPS,
     Differences,
     Loss,
     differences,
@@ -52,7 +53,6 @@ from gradcheck.structure import Pattern
 from gradcheck.verdict import Verdicts, compare_elements
 
 ECNOISE_HALF = 3  # the output noise table has 2 * 3 + 1 points
-NOISE_SPACING = 0.5  # its spacing, as a power of eps: truncation of orders >= 2 far below noise
 RECHECK = 32  # failing elements re-measured without the structure (c)
 
 
@@ -68,14 +68,14 @@ class Moved:
 class ColouredDifferences:
     """Per-element differences from coloured evaluations of the output vector."""
 
-    def __init__(self, loss: Loss, y: np.ndarray, pattern: Pattern) -> None:
+    def __init__(self, loss: Loss, y: np.ndarray, pattern: Pattern, inputs_max: float) -> None:
         self.loss, self.pattern = loss, pattern
         self.x = loss.x
         self.g = np.asarray(loss.g, dtype=np.float64).reshape(-1)
         self.y0 = np.asarray(y, dtype=np.float64).reshape(-1)
         self.gy0 = self.g * self.y0
         eps = eps_of(self.x.dtype)
-        self.floor = eps * np.abs(self.y0)  # s_j at the floor
+        self.floor = eps * (np.abs(self.y0) + inputs_max)  # s_j at the floor
         self.s = self.floor
         self.moved: list[Moved] = []
         self.colours_evaluated = 0
@@ -209,26 +209,44 @@ class ColouredDifferences:
         return np.sqrt(total)
 
     def measure_noise(self, rng: np.random.Generator) -> None:
-        """Per-output ECnoise levels from one 7-point table along a random direction;
-        s_j = max(floor_j * rho, level_j), rho the median ratio of level to floor."""
+        """Moré and Wild's ECnoise for every output at once, from 7-point tables along a
+        random direction (spacings eps^0.5, then finer for the outputs still smooth, as
+        ``numeric.estimate_noise`` does for L): an output's level is that of the first
+        order k whose levels k, k+1, k+2 agree within a factor 4 and whose differences
+        change sign (noise, not truncation); an output that never shows one gets its
+        finest table's highest-order level (an upper bound). Outputs with a level give
+        the pooled ratio rho = median(level / floor); s_j = max(floor_j * max(rho, 1),
+        level_j): one 7-point estimate never narrows a tolerance below the pooled one."""
         eps = eps_of(self.x.dtype)
         signs = np.where(rng.integers(0, 2, size=self.x.shape).astype(bool), 1.0, -1.0)
         v = scaled_direction(signs, self.x)
-        steps = [i * eps**NOISE_SPACING for i in range(-ECNOISE_HALF, ECNOISE_HALF + 1)]
-        table = np.empty((len(steps), self.y0.size))
-        for i, t in enumerate(steps):
-            X = (self.x.astype(np.float64) + t * v).astype(self.x.dtype)[None]
-            table[i] = self.outputs(X)[0]
-        levels = []
-        gamma, diff = 1.0, table
-        for order in range(1, len(steps)):
-            diff = np.diff(diff, axis=0)
-            gamma *= 0.5 * order / (2 * order - 1)  # (k!)^2 / (2k)!
-            if order >= 2:
+        level, found = np.zeros(self.y0.size), np.zeros(self.y0.size, dtype=bool)
+        for power in NOISE_STEPS:
+            spacing = eps**power
+            diff = np.empty((2 * ECNOISE_HALF + 1, self.y0.size))
+            for i in range(diff.shape[0]):
+                t = (i - ECNOISE_HALF) * spacing
+                X = (self.x.astype(np.float64) + t * v).astype(self.x.dtype)[None]
+                diff[i] = self.outputs(X)[0]
+            flat = np.all(diff == diff[0], axis=0)  # no change at all: no noise to see
+            levels, changes, gamma = [], [], 1.0
+            for order in range(1, diff.shape[0]):
+                diff = np.diff(diff, axis=0)
+                gamma *= 0.5 * order / (2 * order - 1)  # (k!)^2 / (2k)!
                 levels.append(np.sqrt(gamma * np.mean(diff**2, axis=0)))
-        level = np.mean(levels, axis=0)
-        positive = self.floor > 0
-        rho = float(np.median(level[positive] / self.floor[positive])) if positive.any() else 1.0
+                changes.append(diff.min(axis=0) * diff.max(axis=0) < 0)
+            level = np.where(found, level, np.where(flat, 0.0, levels[-1]))
+            found |= flat
+            for k in range(len(levels) - 2):
+                window = np.stack(levels[k : k + 3])
+                ok = ~found & changes[k] & (window.max(axis=0) <= 4 * window.min(axis=0))
+                level[ok], found = levels[k][ok], found | ok
+            if found.all():
+                break
+        pooled = found & (self.floor > 0) & (level > 0)
+        with np.errstate(over="ignore"):
+            ratio = level[pooled] / self.floor[pooled]
+        rho = float(np.median(ratio)) if ratio.size else 1.0
         self.s = np.maximum(self.floor * max(rho, 1.0), level)
 
 
@@ -281,13 +299,13 @@ def plain_recheck(
 
 def structured_verdict(
     template: CaseResult, loss: Loss, L0: float, y: np.ndarray, a: np.ndarray,
-    pattern: Pattern, floor: float, magnitude: float,
+    pattern: Pattern, inputs_max: float, floor: float, magnitude: float,
     rng: np.random.Generator, directions: int,
     fill: Callable[[CaseResult, np.ndarray, Verdicts, tuple[int, ...]], None],
 ) -> CaseResult | str:
     """The element verdicts from coloured differences, or, when self-verification shows
     the declaration wrong, a note saying how (the caller then checks without it)."""
-    cd = ColouredDifferences(loss, y, pattern)
+    cd = ColouredDifferences(loss, y, pattern, inputs_max)
     af, index = a.reshape(-1), np.arange(a.size)
 
     def judge() -> tuple[CaseResult, Verdicts]:

@@ -232,9 +232,12 @@ def test_declared_structure_gives_the_plain_verdict(derivation, wrt, variant, da
         return
     plain, coloured = plain_and_structured(derivation, vjp, case, wrt,
                                            derivation.structure[wrt])
-    assert coloured.status == plain.status, coloured.explain()
-    if plain.status == "fail":
-        assert coloured.failed.any()
+    if variant == "reference":  # no false alarm: a right formula passes both ways
+        assert coloured.status == plain.status == "pass", coloured.explain()
+    elif plain.status == "fail":  # and no miss. Per-output noise is finer than L's, so
+        # structured mode may also catch an error plain mode's tolerance hides (a wrong
+        # gradient of 1e-13 beside inputs of 10)
+        assert coloured.status == "fail" and coloured.failed.any(), coloured.explain()
 
 
 def test_structured_costs_two_evaluations_per_colour_on_a_pass():
