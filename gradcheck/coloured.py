@@ -252,18 +252,20 @@ class ColouredDifferences:
 
 def directional_agreement(
     loss: Loss, L0: float, numeric: np.ndarray, atol: np.ndarray, sigma_L: float,
-    rng: np.random.Generator, k: int,
+    rng: np.random.Generator, k: int, smooth: np.ndarray,
 ) -> tuple[bool, float, float, float]:
     """(b): <coloured numeric gradient, u> against the central difference of the true L
-    along k random unit directions u, at steps t and 2t (Richardson truncation estimate).
+    along k random directions u, at steps t and 2t (Richardson truncation estimate).
     Tolerance: SAFETY * (sigma_L / t + truncation) for the true difference, plus
-    sum |u_i| atol_i for the coloured one. Returns (ok, projected, true, tolerance) of
-    the worst direction."""
+    sum |u_i| atol_i for the coloured one. u is zero on the elements not ``smooth`` (at a
+    kink or not resolved: there neither difference means anything); none smooth, nothing
+    to compare. Returns (ok, projected, true, tolerance) of the worst direction."""
     x = loss.x
     t = eps_of(x.dtype) ** (1 / 3) * rms_scale(x)
     worst = (True, 0.0, 0.0, 0.0)
-    for _ in range(k):
+    for _ in range(k if smooth.any() else 0):
         u = random_direction(rng, x)
+        u.reshape(-1)[~smooth] = 0.0
         L = loss.along([u, u, u, u], [t, -t, 2 * t, -2 * t])
         up = (x.astype(np.float64) + t * u).astype(x.dtype).astype(np.float64)
         down = (x.astype(np.float64) - t * u).astype(x.dtype).astype(np.float64)
@@ -327,7 +329,7 @@ def structured_verdict(
     sigma_L = floor
     for attempt in range(2):
         ok, projected, true, tol = directional_agreement(
-            loss, L0, v.numeric, v.atol, sigma_L, rng, directions)
+            loss, L0, v.numeric, v.atol, sigma_L, rng, directions, ~v.kink)
         if ok or attempt:
             break
         sigma_L = max(floor, estimate_noise(loss, magnitude, rng)[1].sigma)

@@ -328,3 +328,35 @@ def test_no_jacobian_statement_without_evidence(wrong):
                      structure=windows(3, mix=True))
     assert r.status == "fail"
     assert "restricted" not in r.diagnosis and "one output only" not in r.diagnosis
+
+
+# ---------------------------------------------------------------- elementwise, against plain
+
+AWKWARD = st.one_of(st.floats(-10, 10, allow_subnormal=False),
+                    st.sampled_from([0.0, 1e-12, -1e-12, 2.2e-16, 1e-300, 1.0, 3.5, 1e-8]))
+ELEMENTWISE = {
+    "abs": (np.abs, lambda dy, x: dy * np.sign(x)),
+    "cube": (lambda x: x**3, lambda dy, x: dy * 3 * x**2),
+    "soft abs": (lambda x: np.sqrt(x * x + 1e-12), lambda dy, x: dy * x / np.sqrt(x * x + 1e-12)),
+    "steep tanh": (lambda x: np.tanh(1e4 * x), lambda dy, x: dy * 1e4 / np.cosh(1e4 * x) ** 2),
+}
+
+
+@pytest.mark.parametrize("wrong", [False, True], ids=["right", "1% off"])
+@pytest.mark.parametrize("name", list(ELEMENTWISE))
+@settings(max_examples=40, deadline=None)
+@given(x=st.integers(2, 30).flatmap(lambda n: st.lists(AWKWARD, min_size=n, max_size=n)))
+def test_structured_never_passes_what_plain_does_not_and_never_fails_a_right_formula(
+        name, wrong, x):
+    f, df = ELEMENTWISE[name]
+    vjp = (lambda dy, x: 1.01 * df(dy, x)) if wrong else df
+    case = {"x": np.array(x)}
+    with np.errstate(all="ignore"):
+        plain = gc.check_vjp(lambda x: f(x), vjp, case, "x", batched=True)
+        coloured = gc.check_vjp(lambda x: f(x), vjp, case, "x", batched=True,
+                                structure=elementwise())
+    assert coloured.mode == "structured"  # one colour for 2 or more elements
+    if plain.status != "pass":
+        assert coloured.status != "pass", coloured.explain()
+    if not wrong:
+        assert coloured.status != "fail", coloured.explain()
