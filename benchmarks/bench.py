@@ -12,21 +12,28 @@ one run, side by side. See benchmarks/README.md.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
-import statistics
-import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
-import numpy as np
-from cases import Case, derivation, reference, table
+# One BLAS thread for numpy, as for torch (the targets are one-thread figures; on
+# this shared 2-core machine OpenBLAS's second thread made the real-size check 4-7x
+# slower in wall time). Set before numpy loads; override from the environment.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
-from gradcheck.check import check_vjp
-from gradcheck.numeric import Loss, steps
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+from cases import Case, derivation, reference, table  # noqa: E402
+
+from gradcheck.check import check_vjp  # noqa: E402
+from gradcheck.numeric import Loss, steps  # noqa: E402
 
 try:
     import torch
@@ -228,6 +235,7 @@ def estimate_slow(measured: Case, target: Case) -> float:
 
 def environment() -> dict[str, Any]:
     return {"python": platform.python_version(), "numpy": np.__version__,
+            "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
             "torch": torch.__version__ if torch else None,
             "jax": jax.__version__ if jax else None, "cpus": os.cpu_count()}
 

@@ -145,8 +145,7 @@ def check_vjp(
         if pattern is not None:
             inputs_max = max(max_abs(v) for v in arrays.values())
             structured = coloured.structured_verdict(
-                result, loss, L0, y, a, pattern, inputs_max, floor, magnitude, rng,
-                directions, _fill)
+                result, loss, L0, y, a, pattern, inputs_max, floor, magnitude, rng, _fill)
             if isinstance(structured, str):
                 notes.extend([f"{structured}; checked without it", *dropped])
                 mode = result.mode = plain

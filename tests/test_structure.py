@@ -247,8 +247,8 @@ def test_structured_costs_two_evaluations_per_colour_on_a_pass():
                                     windows(3, 1, mix=True))
     assert plain.status == r.status == "pass"
     assert r.mode == "structured"
-    # 2 x 27 colours, the forward at x and L at x, 2 directions x 4 (self-verification)
-    assert r.evaluations == 2 * 27 + 2 + 2 * 4
+    # 2 x 27 colours, the forward at x and L at x, 1 direction x 4 (self-verification)
+    assert r.evaluations == 2 * 27 + 2 + 4
     assert plain.evaluations > 2 * case["x"].size
 
 
@@ -283,7 +283,7 @@ def test_one_wrong_element_of_a_real_size_conv_is_caught_and_localised(dtype):
     right = gc.check_vjp(conv2d.forward, conv2d.dx_reference, case, "x", batched=True,
                          dtype=dtype, structure=windows(3, mix=True))
     assert right.status == "pass" and right.mode == "structured"
-    assert right.evaluations <= 2 * 144 + 10
+    assert right.evaluations <= 2 * 144 + 6
     # an element whose |dx| is the median: 1 % of it is above float32's noise tolerance
     dx = np.abs(right.analytic)
     median = np.argsort(dx.ravel())[dx.size // 2]
