@@ -7,9 +7,18 @@ every pytest start-up) costs nothing until the engine is used.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:  # type checkers see the real signatures; at run time they load lazily
+    from gradcheck import strategies, structure
+    from gradcheck.check import assert_vjp, check_vjp
+    from gradcheck.compare import RULE
+    from gradcheck.declare import Derivation, Formula, collect_formulas, load_derivations
+    from gradcheck.errors import GradcheckError, GradientMismatch, InvalidCase, LoadError
+    from gradcheck.numeric import numeric_gradient
+    from gradcheck.result import CaseResult
 
 _WHERE = {
     "check_vjp": "gradcheck.check",
@@ -29,7 +38,11 @@ _WHERE = {
 
 MODULES = ("strategies", "structure")  # public submodules, loaded on first use
 
-__all__ = sorted(_WHERE) + list(MODULES)
+__all__ = [  # written out, so that linters and type checkers read it; = _WHERE + MODULES
+    "CaseResult", "Derivation", "Formula", "GradcheckError", "GradientMismatch",
+    "InvalidCase", "LoadError", "RULE", "assert_vjp", "check_vjp", "collect_formulas",
+    "load_derivations", "numeric_gradient", "strategies", "structure",
+]
 
 
 def __getattr__(name: str) -> Any:
