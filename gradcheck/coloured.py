@@ -35,14 +35,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from gradcheck import compare, jacobian
+from gradcheck.judge import Verdicts, judge
+from gradcheck.noise import NOISE_STEPS, estimate_noise
 from gradcheck.numeric import (
     CACHE_BYTES,
-    NOISE_STEPS,
     Differences,
     Loss,
     differences,
     eps_of,
-    estimate_noise,
     random_direction,
     rms_scale,
     scaled_direction,
@@ -50,7 +50,7 @@ from gradcheck.numeric import (
 )
 from gradcheck.result import CaseResult
 from gradcheck.structure import Pattern
-from gradcheck.verdict import Verdicts, compare_elements
+from gradcheck.verdict import element_probe
 
 ECNOISE_HALF = 3  # the output noise table has 2 * 3 + 1 points
 RECHECK = 32  # failing elements re-measured without the structure (c)
@@ -247,6 +247,7 @@ class ColouredDifferences:
                 level[ok], found = levels[k][ok], found | ok
             if found.all():
                 break
+        level = np.nan_to_num(level, nan=0.0, posinf=0.0)  # a table that left the domain
         pooled = found & (self.floor > 0) & (level > 0)
         with np.errstate(over="ignore"):
             ratio = level[pooled] / self.floor[pooled]
@@ -305,8 +306,7 @@ def plain_recheck(
 
 def structured_verdict(
     template: CaseResult, loss: Loss, L0: float, y: np.ndarray, a: np.ndarray,
-    pattern: Pattern, inputs_max: float, floor: float, magnitude: float,
-    rng: np.random.Generator,
+    pattern: Pattern, inputs_max: float, floor: float, rng: np.random.Generator,
     fill: Callable[[CaseResult, np.ndarray, Verdicts, tuple[int, ...]], None],
 ) -> CaseResult | str:
     """The element verdicts from coloured differences, or, when self-verification shows
@@ -314,29 +314,36 @@ def structured_verdict(
     cd = ColouredDifferences(loss, y, pattern, inputs_max)
     af, index = a.reshape(-1), np.arange(a.size)
 
-    def judge() -> tuple[CaseResult, Verdicts]:
+    def verdicts() -> tuple[CaseResult, Verdicts]:
         result = dataclasses.replace(template, notes=list(template.notes))
-        v = compare_elements(loss, L0, af, index, cd.sigma(index), result.rtol, diff=cd)
+        probe = element_probe(loss, L0, af, index, diff=cd, noise=cd.sigma(index))
+        v = judge(probe, af.size, 0.0, eps_of(loss.x.dtype), result.rtol)
         fill(result, af, v, a.shape)
         return result, v
 
-    result, v = judge()
+    result, v = verdicts()
     if result.status != "pass" or v.overruled.any() or cd.moved:
         cd.measure_noise(rng)  # judged again at the measured output noise (never narrower)
-        result, v = judge()
+        result, v = verdicts()
     moved = cd.unexplained()
     where = "the declared structure"
     if moved is not None:
         out = tuple(int(i) for i in np.unravel_index(moved.output, y.shape))
         return (f"{where} is wrong for {loss.wrt!r}: output {out} moved by {moved.change:.3g} "
                 f"when only elements that do not reach it were perturbed (colour {moved.colour})")
+    # (b) compares D(t) of the true L along u with the coloured values whose verdict rests
+    # on D(h) itself: not those at a kink or decided on a refined step (near a kink or an
+    # edge, which the direction's own step t would cross). Failing elements decided on a
+    # refined step are re-measured one by one by (c) instead.
+    base = cd(index, steps(loss.x).reshape(-1))  # cached: no evaluations
+    smooth = ~v.kink & (v.numeric == base.central)
     sigma_L = floor
     for attempt in range(2):
         ok, projected, true, tol = directional_agreement(
-            loss, L0, v.numeric, v.atol, sigma_L, rng, VERIFY_DIRECTIONS, ~v.kink)
+            loss, L0, v.numeric, v.atol, sigma_L, rng, VERIFY_DIRECTIONS, smooth)
         if ok or attempt:
             break
-        sigma_L = max(floor, estimate_noise(loss, magnitude, rng)[1].sigma)
+        sigma_L = max(floor, estimate_noise(loss, floor, rng)[1].sigma)
     if not ok:
         return (f"{where} is wrong for {loss.wrt!r}: along a random direction the coloured "
                 f"gradient gives {projected:.6g}, the true L {true:.6g} (tolerance {tol:.3g}): "

@@ -208,11 +208,15 @@ def test_an_unexplained_move_names_the_output():
     assert any("moved by" in n and "output (" in n for n in r.notes), r.notes
 
 
-def test_misattribution_is_caught_along_random_directions():
+@pytest.mark.parametrize("vjp", [conv2d.dx_reference, conv2d.dx_as_written],
+                         ids=["right", "wrong"])
+def test_misattribution_is_caught(vjp):
+    """Missed channel mixing: every output moves, so only (b) along a random direction or
+    (c) failing elements re-measured one by one can see it."""
     rng = np.random.default_rng(3)
     case = conv_case(rng, 3, 8, 3, 1)
-    _, r = plain_and_structured(conv2d.conv2d, conv2d.dx_reference, case, "x", windows(3, 1))
-    assert any("random direction" in n for n in r.notes), r.notes
+    _, r = plain_and_structured(conv2d.conv2d, vjp, case, "x", windows(3, 1))
+    assert any("misattributed" in n or "attributed to the wrong" in n for n in r.notes), r.notes
 
 
 CATALOGUE = [(conv2d.conv2d, "x"), (conv2d.conv2d, "W"), (conv2d.conv2d, "b"),
@@ -346,7 +350,7 @@ ELEMENTWISE = {
 @pytest.mark.parametrize("name", list(ELEMENTWISE))
 @settings(max_examples=40, deadline=None)
 @given(x=st.integers(2, 30).flatmap(lambda n: st.lists(AWKWARD, min_size=n, max_size=n)))
-def test_structured_never_passes_what_plain_does_not_and_never_fails_a_right_formula(
+def test_structured_never_passes_a_wrong_formula_plain_does_not_nor_fails_a_right_one(
         name, wrong, x):
     f, df = ELEMENTWISE[name]
     vjp = (lambda dy, x: 1.01 * df(dy, x)) if wrong else df
@@ -355,8 +359,10 @@ def test_structured_never_passes_what_plain_does_not_and_never_fails_a_right_for
         plain = gc.check_vjp(lambda x: f(x), vjp, case, "x", batched=True)
         coloured = gc.check_vjp(lambda x: f(x), vjp, case, "x", batched=True,
                                 structure=elementwise())
-    assert coloured.mode == "structured"  # one colour for 2 or more elements
-    if plain.status != "pass":
-        assert coloured.status != "pass", coloured.explain()
+    # one colour for 2 or more elements; self-verification may still send a case back to
+    # plain mode (a direction's step crossing a curvature the elements resolved): safe
+    assert coloured.mode == "structured" or any("checked without" in n for n in coloured.notes)
+    if wrong and plain.status != "pass":  # no false pass (a right formula may be resolved
+        assert coloured.status != "pass", coloured.explain()  # where L's noise hid it)
     if not wrong:
         assert coloured.status != "fail", coloured.explain()
