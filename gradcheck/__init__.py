@@ -28,6 +28,7 @@ _WHERE = {
     "RULE": "gradcheck.compare",
     "Derivation": "gradcheck.declare",
     "Formula": "gradcheck.declare",
+    "Layer": "gradcheck.layers",
     "load_derivations": "gradcheck.declare",
     "collect_formulas": "gradcheck.declare",
     "GradcheckError": "gradcheck.errors",
