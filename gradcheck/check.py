@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from gradcheck import coloured, compare
+from gradcheck import compare, structured
 from gradcheck.errors import GradientMismatch, InvalidCase
 from gradcheck.guard import (  # noqa: F401 (MODES: part of check's interface)
     MODES,
@@ -74,7 +74,7 @@ def check_vjp(
     Raises ``InvalidCase`` for unusable arguments; a misbehaving forward or vjp gives a
     result with status ``"error"`` and a message instead. ``structure`` (a
     ``gradcheck.structure`` declaration, or a function of the case returning one) enables
-    the structured exhaustive mode (coloured differences, ``gradcheck.coloured``): in auto
+    the structured exhaustive mode (``gradcheck.structured``): in auto
     or exhaustive mode it is used when it needs fewer colours than elements and fits the
     budget; a declaration found wrong is noted and the check redone without it.
     """
@@ -139,17 +139,16 @@ def check_vjp(
             return _overflow(result, loss, L0, floor / eps_of(target), a)
         # L at x again, through the batched path: randomness drawn once per call shows
         _same(L0, loss.at_x(), floor, "two evaluations at the same input")
-        structured: CaseResult | str | None = None
+        verdict: CaseResult | str | None = None
         if pattern is not None:
             inputs_max = max(max_abs(v) for v in arrays.values())
-            structured = coloured.structured_verdict(
+            verdict = structured.structured_verdict(
                 result, loss, L0, y, a, pattern, inputs_max, floor, rng, _fill)
-            if isinstance(structured, str):
-                notes.extend([f"{structured}; checked without it", *dropped])
+            if isinstance(verdict, str):  # the declaration was found wrong
+                notes.extend([f"{verdict}; checked without it", *dropped])
                 mode = result.mode = plain
-                structured = None
-        if isinstance(structured, CaseResult):
-            result = structured
+        if isinstance(verdict, CaseResult):
+            result = verdict
         else:
             result = _plain(result, mode, loss, L0, a, floor, y_floor, rng, directions)
         unchanged(arrays, before, "forward")
