@@ -35,6 +35,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="Seed for the cases and upstream gradients (default 0).")
     group.addoption("--gradcheck-mode", choices=("auto", "exhaustive", "directional"),
                     default=None, help="How gradients are compared (default auto).")
+    group.addoption("--gradcheck-timeout", type=float, default=None, metavar="SECONDS",
+                    help="Time limit per formula; 0 for none (default 600).")
     group.addoption("--gradcheck-report", default=None, metavar="FILE",
                     help="Write the JSON report (schema gradcheck-report/1) here.")
     group.addoption("--gradcheck-html", default=None, metavar="FILE",
@@ -46,6 +48,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("gradcheck_seed", type="int", default=0, help="Seed for gradcheck runs.")
     parser.addini("gradcheck_mode", type="string", default="auto",
                   help="auto, exhaustive or directional.")
+    parser.addini("gradcheck_timeout", type="float", default=600.0,
+                  help="Time limit per formula in seconds; 0 for none.")
 
 
 def _setting(config: pytest.Config, name: str) -> Any:
@@ -92,6 +96,10 @@ def pytest_configure(config: pytest.Config) -> None:
                  mode=_setting(config, "mode"))
     except ValueError as exc:
         raise pytest.UsageError(f"gradcheck: {exc}") from exc
+    timeout = _setting(config, "timeout")
+    if not timeout >= 0:  # NaN too
+        raise pytest.UsageError(f"gradcheck: timeout must be a number of seconds >= 0 (0 for "
+                                f"none), got timeout={timeout!r}")
     from gradcheck.report import unwritable
 
     for option in ("gradcheck_report", "gradcheck_html"):
@@ -169,12 +177,15 @@ class FormulaItem(pytest.Item):
 
     def runtest(self) -> None:
         from gradcheck.errors import GradientMismatch
-        from gradcheck.runner import Settings, run_formula
+        from gradcheck.isolate import run_isolated
+        from gradcheck.runner import Settings
 
         config = self.config
         settings = Settings(examples=_setting(config, "examples"),
                             seed=_setting(config, "seed"), mode=_setting(config, "mode"))
-        r = run_formula(self.formula, settings)
+        # in a worker process: a formula that ends its process or hangs is this item's error
+        timeout = float(_setting(config, "timeout")) or None
+        r = next(run_isolated([self.formula], settings, timeout=timeout))
         record = r.to_dict()
         self.user_properties += [(k, record[k]) for k in (
             "status", "expect", "cases", "max_rel_error", "median_rel_error")]

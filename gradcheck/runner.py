@@ -26,6 +26,13 @@ from gradcheck.result import CaseResult
 from gradcheck.sweep import step_sweep
 
 SEVERITY = {"pass": 0, "nonsmooth": 1, "fail": 2, "error": 3}
+
+
+def _errstate() -> Any:
+    """numpy's floating-point error handling while a formula is checked, whatever a loaded
+    module set globally (np.seterr(all="raise") made the engine's own arithmetic raise): the
+    engine finds non-finite values itself, so warnings would only be noise."""
+    return np.errstate(all="ignore")
 DTYPES = ("float64", "float32")
 
 
@@ -149,6 +156,7 @@ def run_formula(formula: Formula, settings: Settings | None = None) -> FormulaRe
     """Check one formula over hypothesis-generated cases of its derivation."""
     import hypothesis
     from hypothesis import HealthCheck, Phase, Verbosity, given
+    from hypothesis.errors import StopTest
 
     settings = settings or Settings()
     d = formula.derivation
@@ -181,6 +189,11 @@ def run_formula(formula: Formula, settings: Settings | None = None) -> FormulaRe
                                ) from exc
         except Exception as exc:  # forward and vjp are guarded inside: this is the engine
             raise _EngineBug(f"{type(exc).__name__}: {exc}") from exc
+        except (KeyboardInterrupt, StopTest):
+            raise
+        except BaseException as exc:  # e.g. asyncio.CancelledError from the user's code
+            raise _CaseProblem(f"the forward or the formula raised {type(exc).__name__}: "
+                               f"{exc}") from exc
         if not failed:  # cases replayed while shrinking are not counted
             out.cases += 1
             if classify is not None:
@@ -202,7 +215,7 @@ def run_formula(formula: Formula, settings: Settings | None = None) -> FormulaRe
 
     start = time.perf_counter()
     try:
-        with _seed_alone():
+        with _seed_alone(), _errstate():
             prop()
         out.status = worst["status"]
         if worst["kink"] is not None:
@@ -221,7 +234,9 @@ def run_formula(formula: Formula, settings: Settings | None = None) -> FormulaRe
                       f"{_crash_message(formula, cause)}"
     except _CaseProblem as exc:
         out.status, out.message = "error", f"{formula.id}: {exc}"
-    except (Exception, SystemExit) as exc:  # raised while drawing a case: the strategy
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # raised while drawing a case: the strategy
         out.status = "error"
         out.message = _crash_message(formula, exc)
     out.seconds = time.perf_counter() - start
@@ -233,9 +248,12 @@ def run_formula(formula: Formula, settings: Settings | None = None) -> FormulaRe
     curve_case = out.failing_case if out.failing_case is not None else sample
     if curve_case is not None and out.status != "error":
         try:
-            out.sweep = step_sweep(d.forward, formula.vjp, curve_case, formula.wrt,
-                                   seed=settings.seed, batched=d.batched)
-        except Exception:  # the verdict stands; only the picture is missing
+            with _errstate():
+                out.sweep = step_sweep(d.forward, formula.vjp, curve_case, formula.wrt,
+                                       seed=settings.seed, batched=d.batched)
+        except KeyboardInterrupt:
+            raise
+        except BaseException:  # the verdict stands; only the picture is missing
             out.sweep = None
     return out
 

@@ -188,3 +188,86 @@ def test_check_vjp_on_valid_cases_gives_a_verdict_or_a_named_error(x, forward, v
         assert result.status == "pass", result.explain()
     if forward in FORWARDS[:2] and vjp is FLIPPED and np.abs(np.cos(x)).max() > 1e-3:
         assert result.status == "fail", result.explain()
+
+
+# ------------------------------------------------- formulas that end, kill or hang a process
+
+PROCESS_FAULTS = {  # formula id -> words its error message must contain
+    "proc_exit_zero": "the process checking it ended with exit status 0",
+    "proc_exit_three": "the process checking it ended with exit status 3",
+    "proc_segfault": "the process checking it was killed by SIGSEGV",
+    "proc_system_exit": "called sys.exit(0)",
+    "proc_cancelled": "raised CancelledError: cancelled by the formula",
+}
+CONTROLS = {"proc_fine", "proc_chatty"}  # must pass; chatty prints to stdout from its forward
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_formula_that_ends_its_process_is_an_error_and_the_run_goes_on(jobs):
+    """os._exit(0), a segfault, SystemExit and CancelledError from a formula: each is its
+    formula's error, named; the controls pass; the JSON on stdout is intact; exit 1."""
+    proc = subprocess.run(
+        [sys.executable, "cli.py", "check", "--no-builtin", "-m",
+         "tests/fixtures/process_faults.py", "-n", "5", "--format", "json", "--jobs", jobs],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    found = {f["derivation"]: f for f in json.loads(proc.stdout)["formulas"]}
+    assert set(found) == set(PROCESS_FAULTS) | CONTROLS
+    for name in CONTROLS:
+        assert found[name]["status"] == "pass", found[name]
+    for name, words in PROCESS_FAULTS.items():
+        f = found[name]
+        assert f["status"] == "error" and f["id"] in f["message"] and words in f["message"], f
+    assert "chatter from the forward" in proc.stderr  # the forward's print went to stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_formula_that_ends_its_process_is_an_error_item_under_the_plugin(pytester):
+    pytester.path.joinpath("pf.py").write_text((ROOT / "tests/fixtures/process_faults.py")
+                                               .read_text())
+    result = pytester.runpytest_subprocess("--gradcheck", "--gradcheck-module=pf.py",
+                                           "--gradcheck-examples=5")
+    result.assert_outcomes(passed=len(CONTROLS), failed=len(PROCESS_FAULTS))
+    out = result.stdout.str()
+    for name, words in PROCESS_FAULTS.items():
+        assert f"{name}.dx[reference]: error" in out and words in out, name
+
+
+def test_a_formula_that_hangs_is_stopped_at_the_time_limit_and_the_run_goes_on():
+    from gradcheck.runall import run_all
+    from gradcheck.runner import Settings
+
+    formulas = gc.collect_formulas(["tests/fixtures/hang.py"])
+    start = time.monotonic()
+    run = run_all(formulas, Settings(examples=3), timeout=2)
+    assert time.monotonic() - start < 60
+    found = {r.id: r for r in run.results}
+    assert found["hang_fine.dx[reference]"].status == "pass"
+    hung = found["hang.dx[reference]"]
+    assert hung.status == "error" and "hang.dx[reference]: did not finish in 2 s" in hung.message
+    assert not run.ok and not run.interrupted
+
+
+def test_unpicklable_case_values_give_the_same_verdicts_whatever_the_jobs():
+    from gradcheck.runall import run_all
+    from gradcheck.runner import Settings
+
+    formulas = gc.collect_formulas(["tests/fixtures/unpicklable.py"])
+    runs = [run_all(formulas, Settings(examples=10, seed=1), jobs=j) for j in (1, 2)]
+    for run in runs:
+        assert [(r.id, r.status) for r in run.results] == [
+            ("unpicklable.dx[as-written]", "fail"), ("unpicklable.dx[reference]", "pass")]
+        assert run.ok
+        wrong = run.results[0]
+        assert "lambda" in wrong.failing_result.explain()  # the case's repr travelled
+    assert [r.to_dict()["counterexample"] for r in runs[0].results] == [
+        r.to_dict()["counterexample"] for r in runs[1].results]
+
+
+def test_a_module_that_sets_numpy_errors_to_raise_changes_no_other_verdict():
+    result = CliRunner().invoke(cli.main, ["check", "conv2d", "-n", "10", "--format", "json",
+                                           "-m", "tests/fixtures/seterr_raise.py"])
+    assert result.exit_code == 0, result.output
+    formulas = json.loads(result.stdout)["formulas"]
+    assert {f["status"] for f in formulas if f["expect"] == "pass"} == {"pass"}
+    assert len(formulas) == 7
