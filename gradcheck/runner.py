@@ -8,12 +8,11 @@ as ``error`` and the run goes on with the others.
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +21,7 @@ import numpy as np
 from gradcheck.check import MODES, check_vjp
 from gradcheck.declare import Formula
 from gradcheck.errors import InvalidCase
+from gradcheck.hypothesis_compat import seed_alone
 from gradcheck.result import CaseResult
 from gradcheck.sweep import step_sweep
 
@@ -215,7 +215,7 @@ def run_formula(formula: Formula, settings: Settings | None = None) -> FormulaRe
 
     start = time.perf_counter()
     try:
-        with _seed_alone(), _errstate():
+        with seed_alone(), _errstate():
             prop()
         out.status = worst["status"]
         if worst["kink"] is not None:
@@ -256,31 +256,6 @@ def run_formula(formula: Formula, settings: Settings | None = None) -> FormulaRe
         except BaseException:  # the verdict stands; only the picture is missing
             out.sweep = None
     return out
-
-
-@contextlib.contextmanager
-def _seed_alone() -> Iterator[None]:
-    """Hypothesis mixes literals from every loaded local module into the cases it draws, so
-    one seed would draw other cases depending on what happens to be imported (the CLI, the
-    plugin, a test suite). A report must depend on the seed alone, so that mixing is off
-    during our runs. It is a private hook, hence guarded: without it runs stay correct,
-    only less reproducible across programs."""
-    try:
-        from hypothesis.internal.conjecture import providers as p
-
-        empty = p.Constants(integers=p.SortedSet(), floats=p.SortedSet(key=p.float_to_int),
-                            bytes=p.SortedSet(), strings=p.SortedSet())
-        original, cache = p._get_local_constants, p.CONSTANTS_CACHE.cache
-    except (ImportError, AttributeError, TypeError):
-        yield
-        return
-    p._get_local_constants = lambda: empty
-    cache.clear()
-    try:
-        yield
-    finally:
-        p._get_local_constants = original
-        cache.clear()
 
 
 def _crash_message(formula: Formula, exc: BaseException) -> str:

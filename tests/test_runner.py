@@ -178,3 +178,21 @@ def test_the_cases_drawn_depend_on_the_seed_alone_not_on_what_is_imported():
         for extra in ("", "import gradcheck.html, tests.test_engine")
     }
     assert len(outs) == 1, outs
+
+
+def test_a_changed_hypothesis_hook_warns_once_and_the_run_still_works(monkeypatch):
+    """The private hook lives in gradcheck.hypothesis_compat; losing it must not be silent."""
+    from hypothesis.internal.conjecture import providers
+
+    from gradcheck import hypothesis_compat
+
+    monkeypatch.delattr(providers, "_get_local_constants")
+    monkeypatch.setattr(hypothesis_compat, "_warned", False)
+    with pytest.warns(hypothesis_compat.ReproducibilityWarning, match="module constants"):
+        first = run_formula(FORMULAS["fx_sin.dx[reference]"], Settings(examples=3))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        second = run_formula(FORMULAS["fx_sin.dx[reference]"], Settings(examples=3))
+    assert first.status == second.status == "pass"
