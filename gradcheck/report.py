@@ -30,7 +30,7 @@ SCHEMA = "gradcheck-report/1"
 
 def unwritable(path: str | os.PathLike[str]) -> str | None:
     """Why a report cannot be written to ``path`` (checked before a run), or None."""
-    target = Path(os.path.realpath(path))  # a symlink: its target is what gets written
+    target = Path(os.path.realpath(path) if os.path.islink(path) else path)  # a link's target
     if target.is_dir():
         return f"{str(path)!r} is a directory; give a file name"
     if target.exists() and not target.is_file():  # a device or FIFO: written to directly
