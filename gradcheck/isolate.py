@@ -19,6 +19,7 @@ import pickle
 import signal
 import sys
 import time
+import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -121,6 +122,12 @@ def _work(formulas: list[Formula], settings: Settings, conn: Connection,
             message: tuple[str, Any] = ("result", run_formula(formulas[i], settings))
         except KeyboardInterrupt:  # raised by the formula itself: the run stops, as in-process
             message = ("interrupt", None)
+        except Exception:  # run_formula contains user code's errors: this is gradcheck's
+            out = blank(formulas[i])
+            out.internal = True
+            out.message = f"{formulas[i].id}: internal error in gradcheck (not in the " \
+                          f"formula): {traceback.format_exc()}"
+            message = ("result", out)
         conn.send_bytes(_portable(message))
 
 

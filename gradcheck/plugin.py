@@ -67,7 +67,10 @@ def _module_path(spec: str, root: Path) -> Path:
     path = Path(spec)
     if spec.endswith(".py") or path.exists():
         return (path if path.is_absolute() else root / path).resolve()
-    found = importlib.util.find_spec(spec)
+    try:
+        found = importlib.util.find_spec(spec)
+    except (ImportError, ValueError):  # no.such.mod: its parent package is missing
+        found = None
     if found is None or not found.origin:
         raise pytest.UsageError(f"--gradcheck-module: cannot find module {spec!r}")
     return Path(found.origin).resolve()
@@ -257,7 +260,17 @@ class Collector:
             if not target:
                 continue
             try:
-                write_atomic(target, render(run))
+                try:
+                    text = render(run)
+                except KeyboardInterrupt:  # the finished formulas all the same, the cheap way
+                    run.interrupted = True
+                    with settings.signals_held():
+                        text = render_html(run, plots=False) if render is render_html \
+                            else render(run)
+                        write_atomic(target, text)
+                    raise
+                with settings.signals_held():
+                    write_atomic(target, text)
             except OSError as exc:  # say so plainly; the summary table is already printed
                 reporter = self.config.pluginmanager.get_plugin("terminalreporter")
                 if reporter is not None:

@@ -23,6 +23,7 @@ from gradcheck.declare import Formula
 from gradcheck.errors import InvalidCase
 from gradcheck.hypothesis_compat import seed_alone
 from gradcheck.result import CaseResult
+from gradcheck.safetext import safe_repr
 from gradcheck.settings import Settings
 from gradcheck.sweep import step_sweep
 
@@ -77,6 +78,16 @@ class FormulaResult:
 
 def blank(f: Formula) -> FormulaResult:
     return FormulaResult(f.id, f.derivation.name, f.wrt, f.variant, f.expect, f.source, f.text)
+
+
+class _Case(dict):  # type: ignore[type-arg]
+    """A drawn case as hypothesis shows it: a value whose repr raises cannot crash the run."""
+
+    def __repr__(self) -> str:
+        return "{" + ", ".join(f"{k!r}: {safe_repr(v)}" for k, v in self.items()) + "}"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
 
 
 class _CaseFailed(AssertionError):
@@ -156,7 +167,7 @@ def run_formula(formula: Formula, settings: Settings | None = None) -> FormulaRe
         suppress_health_check=[HealthCheck.too_slow],
         phases=[Phase.explicit, Phase.generate, Phase.target, Phase.shrink],  # no slow 'explain'
     )
-    @given(case=d.cases)
+    @given(case=d.cases.map(lambda c: _Case(c) if isinstance(c, dict) else c))
     def prop(case: dict[str, Any]) -> None:
         nonlocal failed, sample
         try:

@@ -67,3 +67,11 @@ def markdown_code(value: Any) -> str:
     fence = "`" * (longest + 1)
     pad = " " if text.startswith("`") or text.endswith("`") else ""
     return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def safe_repr(value: Any) -> str:
+    """``repr(value)``, or a stand-in naming the type if that repr raises (user objects)."""
+    try:
+        return repr(value)
+    except Exception as exc:
+        return f"<{type(value).__name__} object; its repr raised {type(exc).__name__}>"

@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -15,9 +14,8 @@ import gradcheck.runall as runall
 import gradcheck.runner as runner
 from gradcheck import cli
 from gradcheck.declare import collect_formulas
+from tests.conftest import FIXTURES, ROOT, without_seconds
 
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = Path(__file__).parent / "fixtures"
 GOOD, BROKEN, RAISING, NONSMOOTH = (str(FIXTURES / f"{n}.py")
                                     for n in ("good", "broken", "raising", "nonsmooth"))
 CATALOGUE = len(collect_formulas(cli.builtin_modules()))
@@ -30,14 +28,6 @@ def invoke(*args: str, env: dict[str, str] | None = None, color: bool = False):
 def report_of(result) -> dict:
     assert result.stdout, result.stderr
     return json.loads(result.stdout)
-
-
-def without_seconds(value):
-    if isinstance(value, dict):
-        return {k: without_seconds(v) for k, v in value.items() if k != "seconds"}
-    if isinstance(value, list):
-        return [without_seconds(v) for v in value]
-    return value
 
 
 def ids_of(result) -> list[str]:

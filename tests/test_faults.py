@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import hypothesis.extra.numpy  # noqa: F401  (pytester runs in-process: preload numpy)
 import numpy as np
@@ -21,8 +20,8 @@ from hypothesis.extra.numpy import arrays
 
 import gradcheck as gc
 from gradcheck import cli
+from tests.conftest import ROOT, signal_when_marked
 
-ROOT = Path(__file__).resolve().parent.parent
 FAULTS = "tests/fixtures/faults.py"
 
 # formula id -> words its error message must contain
@@ -111,25 +110,20 @@ def test_duplicate_formula_ids_are_a_usage_error(tmp_path):
     assert result.exit_code == 2 and "duplicate formula id" in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_signal_mid_run_keeps_finished_formulas_in_an_interrupted_report(tmp_path, sig):
-    target, mark = tmp_path / "report.json", tmp_path / "slow-started"
-    proc = subprocess.Popen(
+    target = tmp_path / "report.json"
+    proc = signal_when_marked(  # the quick formula is done when the slow one starts
         [sys.executable, "cli.py", "check", "--no-builtin", "-m", "tests/fixtures/slow.py",
-         "-n", "100000", "--format", "json", "-o", str(target)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env={**os.environ, "GRADCHECK_TEST_MARK": str(mark)},
-    )
-    deadline = time.monotonic() + 120
-    while not mark.exists() and time.monotonic() < deadline:  # the quick formula is done
-        time.sleep(0.05)
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+         "--examples", "100000", "--format", "json", "-o", str(target)],
+        tmp_path / "slow-started", sig)
+    assert proc.returncode == 130, proc.stderr
     report = json.loads(target.read_text())
     assert report["interrupted"] is True and report["ok"] is False
     assert [f["id"] for f in report["formulas"]] == ["a_quick.dx[reference]"]
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]  # no half-written file
+    assert "Traceback" not in proc.stderr
 
 
 def test_case_too_large_for_exhaustive_mode_falls_back_to_directional():
@@ -272,3 +266,179 @@ def test_a_module_that_sets_numpy_errors_to_raise_changes_no_other_verdict():
     formulas = json.loads(result.stdout)["formulas"]
     assert {f["status"] for f in formulas if f["expect"] == "pass"} == {"pass"}
     assert len(formulas) == 7
+
+
+# ---------------------------------------------------- usage, signals, output paths, rendering
+
+def check(*args: str, env: dict[str, str] | None = None):
+    return CliRunner(env=env).invoke(cli.main, ["check", *args])
+
+
+@pytest.mark.slow
+def test_the_time_limit_option_stops_a_hanging_formula_and_the_run_goes_on():
+    proc = subprocess.run(
+        [sys.executable, "cli.py", "check", "--no-builtin", "-m", "tests/fixtures/hang.py",
+         "--examples", "3", "--timeout", "2", "--format", "json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    found = {f["id"]: f for f in json.loads(proc.stdout)["formulas"]}
+    assert found["hang_fine.dx[reference]"]["status"] == "pass"
+    assert "did not finish in 2 s" in found["hang.dx[reference]"]["message"]
+
+
+@pytest.mark.parametrize("command", ["check", "explain", "sweep"])
+def test_a_negative_seed_is_a_usage_error_naming_it(command):
+    args = [command, "--seed", "-1"] + ([] if command == "check" else ["linear.db[reference]"])
+    result = CliRunner().invoke(cli.main, args)
+    assert result.exit_code == 2 and "--seed" in result.stderr and "-1" in result.stderr
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "soon"])
+def test_a_bad_time_limit_is_a_usage_error_naming_it(value):
+    result = check("--timeout", value)
+    assert result.exit_code == 2 and "--timeout" in result.stderr, result.output
+
+
+def test_jobs_above_the_cpu_count_are_capped_with_a_warning(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    result = check("--no-builtin", "-m", "tests/fixtures/good.py", "--examples", "3",
+                   "--jobs", "64")
+    assert result.exit_code == 0, result.output
+    assert "--jobs 64 is more than the 1 CPUs available" in result.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_while_modules_load_exits_130_saying_so(tmp_path):
+    proc = signal_when_marked(
+        [sys.executable, "cli.py", "check", "--no-builtin", "-m",
+         "tests/fixtures/slow_import.py"], tmp_path / "importing", signal.SIGTERM)
+    assert proc.returncode == 130 and "interrupted" in proc.stderr, proc.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_with_two_jobs_prints_no_worker_traceback(tmp_path):
+    target = tmp_path / "r.json"
+    proc = signal_when_marked(
+        [sys.executable, "cli.py", "check", "--no-builtin", "-m", "tests/fixtures/slow.py",
+         "--examples", "100000", "--jobs", "2", "--format", "json", "-o", str(target)],
+        tmp_path / "slow-started", signal.SIGINT)
+    assert proc.returncode == 130, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert json.loads(target.read_text())["interrupted"] is True
+
+
+def test_a_relative_output_is_where_it_was_when_the_command_started(tmp_path, monkeypatch):
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path)
+    result = check("--no-builtin", "-m", str(ROOT / "tests/fixtures/wanders.py"), "--examples",
+                   "3", "--format", "json", "-o", "r.json",
+                   env={"GRADCHECK_TEST_CHDIR": str(tmp_path / "elsewhere")})
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "r.json").read_text())["ok"] is True
+    assert not (tmp_path / "elsewhere" / "r.json").exists()
+
+
+def test_a_module_that_prints_as_it_loads_leaves_json_on_stdout_intact():
+    result = check("--no-builtin", "-m", "tests/fixtures/wanders.py", "--examples", "3",
+                   "--format", "json", env={"GRADCHECK_TEST_CHDIR": str(ROOT)})
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["ok"] is True
+    assert "chatter at import" in result.stderr
+
+
+def test_the_same_module_under_two_spellings_is_loaded_once():
+    result = check("--no-builtin", "-m", "tests/fixtures/good.py", "-m",
+                   "./tests/fixtures/good.py", "-m", str(ROOT / "tests/fixtures/good.py"),
+                   "--examples", "3", "--format", "json")
+    assert result.exit_code in (0, 1) and "duplicate" not in result.output, result.output
+    assert len(json.loads(result.stdout)["formulas"]) == len(
+        gc.collect_formulas(["tests/fixtures/good.py"]))
+
+
+def test_a_case_value_whose_repr_raises_leaves_the_verdicts_standing():
+    result = check("--no-builtin", "-m", "tests/fixtures/bad_repr.py", "--examples", "5",
+                   "--format", "json")
+    assert result.exit_code == 0, result.output
+    found = {f["id"]: f for f in json.loads(result.stdout)["formulas"]}
+    assert found["bad_repr.dx[reference]"]["status"] == "pass"
+    wrong = found["bad_repr.dx[as-written]"]
+    assert wrong["status"] == "fail" and "repr raised RuntimeError" in str(
+        wrong["counterexample"]["params"])
+
+
+@pytest.mark.parametrize("fmt", ["json", "html", "markdown"])
+def test_an_interrupt_while_rendering_still_writes_a_valid_report(tmp_path, monkeypatch, fmt):
+    """Ctrl-C (or SIGTERM) during rendering: the finished formulas are written all the same
+    (HTML without its plots), marked interrupted; exit 130."""
+    from gradcheck import report
+
+    real = {"json": report.render_json, "markdown": report.render_markdown}
+    calls = []
+
+    def interrupted_once(run, *args, **kwargs):
+        calls.append(kwargs)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return (real[fmt] if fmt in real else report.RENDERERS["html"])(run, *args, **kwargs)
+
+    name = {"json": "render_json", "html": "render_html", "markdown": "render_markdown"}[fmt]
+    if fmt == "html":
+        real_html = report.render_html
+
+        def interrupted_once(run, plots=True):  # noqa: F811
+            calls.append(plots)
+            if plots:
+                raise KeyboardInterrupt
+            return real_html(run, plots=False)
+
+    monkeypatch.setattr(report, name, interrupted_once)
+    monkeypatch.setitem(report.RENDERERS, fmt, interrupted_once)
+    target = tmp_path / f"r.{fmt}"
+    result = check("--no-builtin", "-m", "tests/fixtures/good.py", "--examples", "3",
+                   "--format", fmt, "-o", str(target))
+    assert result.exit_code == 130, result.output
+    text = target.read_text()
+    if fmt == "json":
+        assert json.loads(text)["interrupted"] is True
+    elif fmt == "html":
+        assert "(interrupted)" in text and "<svg" not in text and calls == [True, False]
+    else:
+        assert "INTERRUPTED" in text and "fx_square.dx[reference]" in text
+
+
+def test_an_unknown_dotted_module_is_a_pytest_usage_error(pytester):
+    result = pytester.runpytest("--gradcheck", "--gradcheck-module=no.such.mod")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "no.such.mod" in result.stderr.str() and "INTERNALERROR" not in result.stdout.str()
+
+
+@pytest.mark.parametrize("fmt", ["table", "json", "markdown", "junit", "html"])
+def test_hostile_strings_from_a_formula_leave_every_report_valid(tmp_path, fmt):
+    import xml.etree.ElementTree as ET
+
+    target = tmp_path / "report"
+    result = check("--no-builtin", "-m", "tests/fixtures/hostile.py", "--examples", "3",
+                   "--format", fmt, "-o", str(target))
+    assert result.exit_code == 1, result.output  # the raising formula is an error
+    text = target.read_text(encoding="utf-8")
+    assert "\x1b" not in text and "\x00" not in text
+    if fmt in ("html", "junit"):  # markup escaped (in the others it is text, or fenced)
+        assert "<script>" not in text
+    if fmt == "json":
+        assert len(json.loads(text)["formulas"]) == 2
+    elif fmt == "junit":
+        assert len(ET.fromstring(text).findall(".//testcase")) == 2
+    assert "hostile_fine.dx[reference]" in text
+
+
+def test_hostile_strings_leave_the_plugins_html_report_valid(pytester):
+    pytester.path.joinpath("hostile.py").write_text(
+        (ROOT / "tests/fixtures/hostile.py").read_text())
+    target = pytester.path / "r.html"
+    result = pytester.runpytest("--gradcheck", "--gradcheck-module=hostile.py",
+                                "--gradcheck-examples=3", f"--gradcheck-html={target}")
+    result.assert_outcomes(passed=1, failed=1)
+    assert "INTERNALERROR" not in result.stdout.str()
+    page = target.read_text(encoding="utf-8")
+    assert "\\udc80" in page and "<script>" not in page
