@@ -8,7 +8,8 @@ anything a test patched): only a formula's index is sent, and its result comes b
 pipe, unpicklable case values replaced by their repr (the verdict is the worker's, whatever
 could be sent). A worker ignores Ctrl-C (the parent stops it) and writes its stdout to
 stderr, so a formula that prints cannot corrupt a report written to stdout. Where ``fork``
-is unavailable formulas run in this process, without isolation or time limit.
+is unavailable or unsafe (Windows, macOS) formulas run in this process, without isolation
+or time limit.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from typing import Any
 from gradcheck.declare import Formula
 from gradcheck.runner import FormulaResult, Settings, blank, run_formula
 
-CAN_FORK = "fork" in multiprocessing.get_all_start_methods()
+# fork is what lets a worker inherit the formulas; on macOS system libraries are not safe
+# across fork (python's own default there is spawn), so there formulas run in-process
+CAN_FORK = "fork" in multiprocessing.get_all_start_methods() and sys.platform != "darwin"
 
 
 @dataclass
@@ -37,6 +40,7 @@ class _Worker:
     process: Any  # multiprocessing's forked Process
     conn: Connection
     formula: Formula | None = None  # the formula it is checking, if any
+    began: float = 0.0
     deadline: float = float("inf")
 
 
@@ -66,8 +70,8 @@ def run_isolated(
                 if w is None:
                     w = _fork(formulas, settings)
                     workers.append(w)
-                w.formula = waiting.pop(0)
-                w.deadline = time.monotonic() + timeout if timeout else float("inf")
+                w.formula, w.began = waiting.pop(0), time.monotonic()
+                w.deadline = w.began + timeout if timeout else float("inf")
                 if started:
                     started(w.formula)
                 w.conn.send(index[id(w.formula)])
@@ -150,11 +154,11 @@ def _collect(w: _Worker, timeout: float | None) -> FormulaResult | None:
         return None
     w.formula = None
     out = blank(f)
+    out.seconds = time.monotonic() - w.began
     if w.process.is_alive():
         _stop(w)
         out.message = f"{f.id}: did not finish in {timeout:g} s (the time limit per " \
                       "formula); stopped"
-        out.seconds = float(timeout or 0)
         return out
     w.process.join()
     out.message = f"{f.id}: the process checking it {_ending(w.process.exitcode)}"

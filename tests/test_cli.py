@@ -194,6 +194,7 @@ def test_seed_mode_and_examples_reach_the_report():
     assert [f["cases"] for f in data["formulas"]] == [4, 4]
 
 
+@pytest.mark.slow
 def test_same_seed_same_report_apart_from_timings():
     # (the whole catalogue at the default examples: test_jobs_2_gives_the_same_report_as_jobs_1)
     args = ("check", "linear", "maxpool", "softmax", "--format", "json", "--seed", "3", "-n", "8")
@@ -414,6 +415,7 @@ def test_explain_user_formulas(module, formula, code, expected):
 # ---------------------------------------------------------------- whole catalogue
 
 
+@pytest.mark.slow
 def test_default_catalogue_run_is_as_expected_and_the_same_with_jobs_2():
     """The default run over the built-in catalogue (seed 3), then again in 2 processes.
 

@@ -73,6 +73,7 @@ def test_fault_is_an_error_with_a_clear_message(report, fault):
         assert words in message, message
 
 
+@pytest.mark.slow
 def test_every_fault_is_an_error_item_under_the_plugin(pytester):
     pytester.path.joinpath("faults.py").write_text((ROOT / FAULTS).read_text())
     result = pytester.runpytest("--gradcheck", "--gradcheck-module=faults.py",
@@ -168,6 +169,7 @@ VJPS = [RIGHT, FLIPPED, lambda dy, x: None, lambda dy, x: 1 / 0, lambda dy, x: x
         lambda dy, x: dy * np.nan]
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(x=arrays(np.float64, st.integers(1, 4), elements=st.floats(-10, 10)),
        forward=st.sampled_from(FORWARDS), vjp=st.sampled_from(VJPS),
@@ -196,6 +198,7 @@ PROCESS_FAULTS = {  # formula id -> words its error message must contain
 CONTROLS = {"proc_fine", "proc_chatty"}  # must pass; chatty prints to stdout from its forward
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("jobs", ["1", "2"])
 def test_a_formula_that_ends_its_process_is_an_error_and_the_run_goes_on(jobs):
     """os._exit(0), a segfault, SystemExit and CancelledError from a formula: each is its
@@ -216,6 +219,7 @@ def test_a_formula_that_ends_its_process_is_an_error_and_the_run_goes_on(jobs):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_a_formula_that_ends_its_process_is_an_error_item_under_the_plugin(pytester):
     pytester.path.joinpath("pf.py").write_text((ROOT / "tests/fixtures/process_faults.py")
                                                .read_text())
@@ -227,6 +231,7 @@ def test_a_formula_that_ends_its_process_is_an_error_item_under_the_plugin(pytes
         assert f"{name}.dx[reference]: error" in out and words in out, name
 
 
+@pytest.mark.slow
 def test_a_formula_that_hangs_is_stopped_at_the_time_limit_and_the_run_goes_on():
     from gradcheck.runall import run_all
     from gradcheck.runner import Settings
@@ -259,9 +264,11 @@ def test_unpicklable_case_values_give_the_same_verdicts_whatever_the_jobs():
     assert one == two
 
 
+@pytest.mark.slow
 def test_a_module_that_sets_numpy_errors_to_raise_changes_no_other_verdict():
-    result = CliRunner().invoke(cli.main, ["check", "conv2d", "seterr", "-n", "10", "--format",
-                                           "json", "-m", "tests/fixtures/seterr_raise.py"])
+    result = CliRunner().invoke(cli.main, ["check", "conv2d", "seterr", "--examples", "5",
+                                           "--format", "json", "-m",
+                                           "tests/fixtures/seterr_raise.py"])
     assert result.exit_code == 0, result.output
     formulas = json.loads(result.stdout)["formulas"]
     assert {f["status"] for f in formulas if f["expect"] == "pass"} == {"pass"}

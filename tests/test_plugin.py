@@ -92,6 +92,7 @@ def _report(pytester: pytest.Pytester, *args: str) -> dict:
     return json.loads(target.read_text())
 
 
+@pytest.mark.slow
 def test_json_report_has_the_cli_schema(project: pytest.Pytester) -> None:
     report = _report(project)
     assert report["schema"] == "gradcheck-report/1"
@@ -114,6 +115,7 @@ def test_junit_xml_carries_the_properties(project: pytest.Pytester) -> None:
     assert json.loads(props["square.dx[reference]"]["gradcheck_result"])["status"] == "fail"
 
 
+@pytest.mark.slow
 def test_same_summary_and_report_under_xdist(project: pytest.Pytester) -> None:
     serial = _report(project)
     parallel = _report(project, "-n", "2")
