@@ -266,9 +266,10 @@ def test_unpicklable_case_values_give_the_same_verdicts_whatever_the_jobs():
 
 @pytest.mark.slow
 def test_a_module_that_sets_numpy_errors_to_raise_changes_no_other_verdict():
-    result = CliRunner().invoke(cli.main, ["check", "conv2d", "seterr", "--examples", "5",
-                                           "--format", "json", "-m",
-                                           "tests/fixtures/seterr_raise.py"])
+    with np.errstate():  # the module's np.seterr must not outlive this test
+        result = CliRunner().invoke(cli.main, ["check", "conv2d", "seterr", "--examples", "5",
+                                               "--format", "json", "-m",
+                                               "tests/fixtures/seterr_raise.py"])
     assert result.exit_code == 0, result.output
     formulas = json.loads(result.stdout)["formulas"]
     assert {f["status"] for f in formulas if f["expect"] == "pass"} == {"pass"}
@@ -346,7 +347,8 @@ def test_a_relative_output_is_where_it_was_when_the_command_started(tmp_path, mo
     assert not (tmp_path / "elsewhere" / "r.json").exists()
 
 
-def test_a_module_that_prints_as_it_loads_leaves_json_on_stdout_intact():
+def test_a_module_that_prints_as_it_loads_leaves_json_on_stdout_intact(monkeypatch):
+    monkeypatch.chdir(ROOT)  # the module changes directory: back afterwards
     result = check("--no-builtin", "-m", "tests/fixtures/wanders.py", "--examples", "3",
                    "--format", "json", env={"GRADCHECK_TEST_CHDIR": str(ROOT)})
     assert result.exit_code == 0, result.output
