@@ -188,6 +188,11 @@ def test_check_vjp_on_valid_cases_gives_a_verdict_or_a_named_error(x, forward, v
 
 # ------------------------------------------------- formulas that end, kill or hang a process
 
+def check(*args: str, env: dict[str, str] | None = None):
+    return CliRunner(env=env).invoke(cli.main, ["check", *args])
+
+
+
 PROCESS_FAULTS = {  # formula id -> words its error message must contain
     "proc_exit_zero": "the process checking it ended with exit status 0",
     "proc_exit_three": "the process checking it ended with exit status 3",
@@ -248,26 +253,25 @@ def test_a_formula_that_hangs_is_stopped_at_the_time_limit_and_the_run_goes_on()
 
 
 def test_unpicklable_case_values_give_the_same_verdicts_whatever_the_jobs():
-    from gradcheck.runall import run_all
-    from gradcheck.runner import Settings
-
-    formulas = gc.collect_formulas(["tests/fixtures/unpicklable.py"])
-    runs = [run_all(formulas, Settings(examples=10, seed=1), jobs=j) for j in (1, 2)]
-    for run in runs:
-        assert [(r.id, r.status) for r in run.results] == [
+    reports = []
+    for jobs in ("1", "2"):
+        result = check("--no-builtin", "-m", "tests/fixtures/unpicklable.py", "--examples", "10",
+                       "--seed", "1", "--format", "json", "--jobs", jobs)
+        assert result.exit_code == 0, result.output  # the wrong formula fails, as expected
+        reports.append(json.loads(result.stdout)["formulas"])
+    for formulas in reports:
+        assert [(f["id"], f["status"]) for f in formulas] == [
             ("unpicklable.dx[as-written]", "fail"), ("unpicklable.dx[reference]", "pass")]
-        assert run.ok
-        wrong = run.results[0]
-        assert "lambda" in wrong.failing_result.explain()  # the case's repr travelled
-    one, two = ([{k: v for k, v in (r.counterexample or {}).items() if k != "params"}
-                 for r in run.results] for run in runs)  # params: reprs with addresses
+        assert "lambda" in str(formulas[0]["counterexample"]["params"])  # its repr travelled
+    one, two = ([{k: v for k, v in (f["counterexample"] or {}).items() if k != "params"}
+                 for f in formulas] for formulas in reports)  # params: reprs with addresses
     assert one == two
 
 
 @pytest.mark.slow
 def test_a_module_that_sets_numpy_errors_to_raise_changes_no_other_verdict():
     with np.errstate():  # the module's np.seterr must not outlive this test
-        result = CliRunner().invoke(cli.main, ["check", "conv2d", "seterr", "--examples", "5",
+        result = CliRunner().invoke(cli.main, ["check", "conv2d", "seterr", "--examples", "10",
                                                "--format", "json", "-m",
                                                "tests/fixtures/seterr_raise.py"])
     assert result.exit_code == 0, result.output
@@ -277,10 +281,6 @@ def test_a_module_that_sets_numpy_errors_to_raise_changes_no_other_verdict():
 
 
 # ---------------------------------------------------- usage, signals, output paths, rendering
-
-def check(*args: str, env: dict[str, str] | None = None):
-    return CliRunner(env=env).invoke(cli.main, ["check", *args])
-
 
 @pytest.mark.slow
 def test_the_time_limit_option_stops_a_hanging_formula_and_the_run_goes_on():
