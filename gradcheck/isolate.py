@@ -80,7 +80,7 @@ def run_isolated(
             left = None if soonest == float("inf") else max(0.0, soonest - time.monotonic())
             wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout=left)
             for w in busy:
-                result = _collect(w, timeout)
+                result = _collect(w, timeout, settings.dtype)
                 if result is None:
                     continue
                 if not w.process.is_alive():
@@ -127,7 +127,7 @@ def _work(formulas: list[Formula], settings: Settings, conn: Connection,
         except KeyboardInterrupt:  # raised by the formula itself: the run stops, as in-process
             message = ("interrupt", None)
         except Exception:  # run_formula contains user code's errors: this is gradcheck's
-            out = blank(formulas[i])
+            out = blank(formulas[i], settings.dtype)
             out.internal = True
             out.message = f"{formulas[i].id}: internal error in gradcheck (not in the " \
                           f"formula): {traceback.format_exc()}"
@@ -135,7 +135,7 @@ def _work(formulas: list[Formula], settings: Settings, conn: Connection,
         conn.send_bytes(_portable(message))
 
 
-def _collect(w: _Worker, timeout: float | None) -> FormulaResult | None:
+def _collect(w: _Worker, timeout: float | None, dtype: str) -> FormulaResult | None:
     """The worker's result, an error result if it died or ran out of time, or None while
     it is still at work."""
     assert w.formula is not None
@@ -153,7 +153,7 @@ def _collect(w: _Worker, timeout: float | None) -> FormulaResult | None:
     if w.process.is_alive() and time.monotonic() < w.deadline:
         return None
     w.formula = None
-    out = blank(f)
+    out = blank(f, dtype)
     out.seconds = time.monotonic() - w.began
     if w.process.is_alive():
         _stop(w)

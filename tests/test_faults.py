@@ -40,7 +40,8 @@ FORMULA_FAULTS = {
     "forward_dropout": ["nondeterministic"],
     "forward_mutates": ["forward modified its input 'x' in place"],
     "vjp_mutates": ["vjp modified its input 'x' in place"],
-    "batched_but_not": ["forward on a batch of inputs (batched=True) returned shape ()"],
+    "batched_but_not": ["forward does not broadcast over a leading batch axis (declared "
+                        "batched=True)", "returned shape ()", "declare batched=False"],
     "strategy_raises": ["case strategy", "raised ValueError: the strategy itself is broken"],
     "strategy_missing_wrt": ["case strategy", "unusable case", "wrt='x'"],
     "strategy_int_array": ["case strategy", "unusable case", "int64"],
@@ -50,7 +51,7 @@ FORMULA_FAULTS = {
 
 @pytest.fixture(scope="module")
 def report():
-    result = CliRunner().invoke(cli.main, ["check", "--no-builtin", "-m", FAULTS, "-n", "5",
+    result = CliRunner().invoke(cli.main, ["check", "--no-builtin", "-m", FAULTS, "--examples", "5",
                                            "--format", "json"])
     assert result.exit_code == 1, result.output  # formulas not as expected: exit 1, no crash
     return {f["derivation"].removeprefix("fault_"): f for f in json.loads(result.stdout)[
@@ -210,7 +211,8 @@ def test_a_formula_that_ends_its_process_is_an_error_and_the_run_goes_on(jobs):
     formula's error, named; the controls pass; the JSON on stdout is intact; exit 1."""
     proc = subprocess.run(
         [sys.executable, "cli.py", "check", "--no-builtin", "-m",
-         "tests/fixtures/process_faults.py", "-n", "5", "--format", "json", "--jobs", jobs],
+         "tests/fixtures/process_faults.py", "--examples", "5", "--format", "json", "--jobs",
+         jobs],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stderr
     found = {f["derivation"]: f for f in json.loads(proc.stdout)["formulas"]}
@@ -271,8 +273,8 @@ def test_unpicklable_case_values_give_the_same_verdicts_whatever_the_jobs():
 @pytest.mark.slow
 def test_a_module_that_sets_numpy_errors_to_raise_changes_no_other_verdict():
     with np.errstate():  # the module's np.seterr must not outlive this test
-        result = CliRunner().invoke(cli.main, ["check", "conv2d", "seterr", "--examples", "10",
-                                               "--format", "json", "-m",
+        result = CliRunner().invoke(cli.main, ["check", "conv2d", "seterr", "--builtin",
+                                               "--examples", "10", "--format", "json", "-m",
                                                "tests/fixtures/seterr_raise.py"])
     assert result.exit_code == 0, result.output
     formulas = json.loads(result.stdout)["formulas"]
