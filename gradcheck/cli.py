@@ -350,8 +350,9 @@ def isolated(f: Any, examples: int, seed: int, mode: str, dtype: str,
     """One formula's result, checked in a worker process (gradcheck.isolate)."""
     from gradcheck.isolate import run_isolated
 
-    return next(run_isolated([f], settings.Settings(examples=examples, seed=seed, mode=mode,
-                                                    dtype=dtype), timeout=timeout))
+    (result,) = run_isolated([f], settings.Settings(examples=examples, seed=seed, mode=mode,
+                                                    dtype=dtype), timeout=timeout)
+    return result
 
 
 def one_formula(formula: str, builtin: bool | None, modules: tuple[str, ...]) -> Any:

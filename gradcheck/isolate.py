@@ -14,6 +14,8 @@ or time limit.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import multiprocessing
 import os
 import pickle
@@ -44,15 +46,31 @@ class _Worker:
     deadline: float = float("inf")
 
 
+class Kept:
+    """Workers kept alive between calls of ``run_isolated`` (the plugin checks one formula
+    per call): forked once, knowing every formula of ``formulas``; ``close()`` ends them."""
+
+    def __init__(self, formulas: list[Formula]) -> None:
+        self.formulas = formulas
+        self.idle: list[_Worker] = []
+
+    def close(self) -> None:
+        for w in self.idle:
+            _stop(w)
+        self.idle.clear()
+
+
 def run_isolated(
     formulas: list[Formula], settings: Settings, *, jobs: int = 1,
     timeout: float | None = None, started: Callable[[Formula], None] | None = None,
+    kept: Kept | None = None,
 ) -> Iterator[FormulaResult]:
     """Yield each formula's result as it finishes, checked by ``jobs`` worker processes.
 
     ``timeout`` (seconds, None for none) bounds each formula. A worker that dies or runs
     out of time is replaced. A KeyboardInterrupt, in this process or raised by a formula,
-    stops every worker and propagates; the results already yielded stand.
+    stops every worker and propagates; the results already yielded stand. With ``kept``
+    the workers are taken from it and, once every result is yielded, given back.
     """
     if not CAN_FORK:
         for f in formulas:
@@ -60,21 +78,27 @@ def run_isolated(
                 started(f)
             yield run_formula(f, settings)
         return
-    index = {id(f): i for i, f in enumerate(formulas)}
+    known = formulas if kept is None else kept.formulas
+    index = {id(f): i for i, f in enumerate(known)}
     waiting, workers = list(formulas), list[_Worker]()
+    if kept is not None:
+        workers = [w for w in kept.idle if w.process.is_alive()]
+        kept.idle = [w for w in kept.idle if w not in workers]
+        kept.close()  # the dead ones
     try:
         while waiting or any(w.formula for w in workers):
             for w in [w for w in workers if w.formula is None] + [None] * (jobs - len(workers)):
                 if not waiting:
                     break
                 if w is None:
-                    w = _fork(formulas, settings)
+                    w = _fork(known)
                     workers.append(w)
                 w.formula, w.began = waiting.pop(0), time.monotonic()
                 w.deadline = w.began + timeout if timeout else float("inf")
                 if started:
                     started(w.formula)
-                w.conn.send(index[id(w.formula)])
+                with contextlib.suppress(OSError):  # a worker that died: _collect says so
+                    w.conn.send((index[id(w.formula)], settings))
             busy = [w for w in workers if w.formula is not None]
             soonest = min(w.deadline for w in busy)
             left = None if soonest == float("inf") else max(0.0, soonest - time.monotonic())
@@ -87,40 +111,42 @@ def run_isolated(
                     _stop(w)
                     workers.remove(w)
                 yield result
-        for w in workers:
-            w.conn.send(None)  # done: the worker returns
-    finally:  # Ctrl-C or an error: no worker outlives the run
+        if kept is not None:
+            kept.idle, workers = workers, []
+    finally:  # done, Ctrl-C or an error: no worker outlives the run unless kept
         for w in workers:
             _stop(w)
 
 
-def _fork(formulas: list[Formula], settings: Settings) -> _Worker:
+def _fork(formulas: list[Formula]) -> _Worker:
     context = multiprocessing.get_context("fork")
     ours, theirs = context.Pipe()
     sys.stdout.flush()  # a forked child must not write out the parent's buffered output
     sys.stderr.flush()
-    process = context.Process(target=_work, args=(formulas, settings, theirs, ours),
+    process = context.Process(target=_work, args=(formulas, theirs, ours),
                               daemon=True, name="gradcheck worker")
     with warnings.catch_warnings():  # python >= 3.12 warns when a threaded process forks
         warnings.simplefilter("ignore", DeprecationWarning)
-        process.start()
+        gc.freeze()  # the worker's collections leave the objects it inherits (their pages) be
+        try:
+            process.start()
+        finally:
+            gc.unfreeze()
     theirs.close()
     return _Worker(process, ours)
 
 
-def _work(formulas: list[Formula], settings: Settings, conn: Connection,
-          parents: Connection) -> None:
-    """A worker's loop: check the formula whose index arrives, send its result back."""
+def _work(formulas: list[Formula], conn: Connection, parents: Connection) -> None:
+    """A worker's loop: check the formula whose index arrives (with the settings), send its
+    result back; end when the pipe closes."""
     parents.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops us
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.dup2(2, 1)  # the formulas' prints go to stderr, not into a report on stdout
     while True:
         try:
-            i = conn.recv()
+            i, settings = conn.recv()
         except EOFError:
-            return
-        if i is None:
             return
         try:
             message: tuple[str, Any] = ("result", run_formula(formulas[i], settings))

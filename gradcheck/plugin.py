@@ -21,6 +21,7 @@ RESULT_KEY = "gradcheck_result"
 results_key = pytest.StashKey[dict[str, dict[str, Any]]]()
 modules_key = pytest.StashKey[dict[Path, str]]()  # module file -> the spec to load it by
 sigterm_key = pytest.StashKey[Any]()
+kept_key = pytest.StashKey[Any]()  # gradcheck.isolate.Kept: the session's worker processes
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -147,6 +148,8 @@ def _ours(path: Path, parent: pytest.Collector) -> bool:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    if kept_key in config.stash:
+        config.stash[kept_key].close()
     if sigterm_key in config.stash:
         import signal
 
@@ -215,11 +218,15 @@ class FormulaItem(pytest.Item):
 
     def runtest(self) -> None:
         from gradcheck.errors import GradientMismatch
-        from gradcheck.isolate import run_isolated
+        from gradcheck.isolate import Kept, run_isolated
 
         # in a worker process: a formula that ends its process or hangs is this item's error
         limit = settings.time_limit(_setting(self.config, "timeout"))
-        r = next(run_isolated([self.formula], _settings(self.config), timeout=limit))
+        kept = self.config.stash.get(kept_key, None)
+        if kept is None:  # workers forked once, knowing every formula of the session
+            kept = self.config.stash[kept_key] = Kept(
+                [i.formula for i in self.session.items if isinstance(i, FormulaItem)])
+        (r,) = run_isolated([self.formula], _settings(self.config), timeout=limit, kept=kept)
         _save_large(self.config, r)
         record = r.to_dict()
         self.user_properties += [(k, record[k]) for k in (

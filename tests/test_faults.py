@@ -453,3 +453,20 @@ def test_hostile_strings_leave_the_plugins_html_report_valid(pytester):
     assert "INTERNALERROR" not in result.stdout.str()
     page = target.read_text(encoding="utf-8")
     assert "\\udc80" in page and "<script>" not in page
+
+
+@pytest.mark.slow
+def test_the_plugins_time_limit_stops_a_hanging_formula(pytester):
+    pytester.path.joinpath("hang.py").write_text((ROOT / "tests/fixtures/hang.py").read_text())
+    result = pytester.runpytest("--gradcheck", "--gradcheck-module=hang.py",
+                                "--gradcheck-examples=3", "--gradcheck-timeout=2")
+    result.assert_outcomes(passed=1, failed=1)
+    assert "hang.dx[reference]: did not finish in 2 s" in result.stdout.str()
+
+
+def test_a_bad_plugin_time_limit_is_a_usage_error(pytester):
+    pytester.path.joinpath("hang.py").write_text((ROOT / "tests/fixtures/hang.py").read_text())
+    result = pytester.runpytest("--gradcheck", "--gradcheck-module=hang.py",
+                                "--gradcheck-timeout=-3")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "timeout must be a number of seconds >= 0" in result.stderr.str()
