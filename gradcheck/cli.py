@@ -8,9 +8,10 @@ NAME_OR_PATH`` adds your own (loading a module runs its code).
 A PATTERN selects formulas by id: the exact id, a glob (``*`` and ``?``; brackets are
 literal, as in ``linear.d*[reference]``), or otherwise a substring (``maxpool``).
 
-Exit codes: 0 every formula's outcome matches its expectation; 1 one does not; 2 usage
-error (unknown formula, module that does not load, bad option, unwritable --output);
-3 internal error; 130 interrupted (the report then holds the formulas finished so far).
+Exit codes: 0 every formula's outcome matches its expectation (or ``check
+--report-only``: whatever the outcomes); 1 one does not; 2 usage error (unknown formula,
+module that does not load, bad option, unwritable --output); 3 internal error; 130
+interrupted (the report then holds the formulas finished so far).
 """
 
 from __future__ import annotations
@@ -262,9 +263,11 @@ def jobs_type(ctx: click.Context | None, param: click.Parameter | None, value: A
               "Counterexamples too large to inline go to .npz files in FILE.cases/.")
 @click.option("--jobs", "-j", "-n", default="1", callback=jobs_type, metavar="N|auto",
               show_default=True, help="Worker processes (-n as in pytest-xdist).")
+@click.option("--report-only", is_flag=True, default=settings.REPORT_ONLY,
+              help=settings.HELP["report_only"] + " Exit 0 once the report is written.")
 @module_options
 def check(patterns: tuple[str, ...], examples: int, seed: int, mode: str, dtype: str,
-          timeout: float | None, fmt: str, output: Path | None, jobs: int,
+          timeout: float | None, fmt: str, output: Path | None, jobs: int, report_only: bool,
           builtin: bool | None, modules: tuple[str, ...]) -> None:
     """Check formulas over property-generated cases and report per formula."""
     from gradcheck.repro import save_large
@@ -292,7 +295,7 @@ def check(patterns: tuple[str, ...], examples: int, seed: int, mode: str, dtype:
         click.echo(f"gradcheck: internal error (a bug in gradcheck, please report it) while "
                    f"checking {', '.join(broken)}; see the report", err=True)
         sys.exit(EXIT_INTERNAL)
-    sys.exit(EXIT_OK if run.ok else EXIT_MISMATCH)
+    sys.exit(EXIT_OK if run.ok or report_only else EXIT_MISMATCH)
 
 
 def capped_jobs(jobs: int) -> int:

@@ -60,6 +60,11 @@ class Derivation:
     accepts a leading batch axis on any one float argument and returns a leading batch
     axis on its output, so the engine can evaluate perturbations in chunks.
     ``classify(case)`` names a case's geometry class (for coverage counts).
+    ``outputs=("h", "c")`` declares a forward returning several arrays (a tuple in that
+    order, or a dict by name); ``backward`` registers one backward returning the gradients
+    of several arguments. gradcheck.outputs and gradcheck.forms compile them (and
+    gradcheck.layers, layer objects) to a forward returning one array and one vjp per
+    argument.
     """
 
     name: str
@@ -70,12 +75,34 @@ class Derivation:
     classify: Callable[[dict[str, Any]], str] | None = None
     formulas: list[Formula] = field(default_factory=list)
     module: str = ""
+    outputs: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
             raise ValueError(
                 f"Derivation name must be an identifier, got name={self.name!r}"
             )
+        if self.outputs is not None:
+            from gradcheck.outputs import several_outputs
+
+            several_outputs(self)
+
+    def _vjp_of(self, wrt: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """The engine's vjp for a declared formula (compiled by gradcheck.forms if need be)."""
+        if self.outputs is None:
+            return fn
+        from gradcheck.forms import compile_formula
+
+        return compile_formula(self, wrt, fn)
+
+    def backward(self, wrt: Any, fn: Callable[..., Any] | None = None, **options: Any) -> Any:
+        """One backward for the arguments ``wrt``: ``fn(dy, **case)`` returns their gradients
+        as a tuple in that order or a dict by name; each is its own formula. ``options`` are
+        ``formula``'s (``expect`` may also map names to expectations); a decorator without fn.
+        """
+        from gradcheck.forms import register_backward
+
+        return register_backward(self, wrt, fn, **options)
 
     def formula(
         self,
@@ -101,7 +128,7 @@ class Derivation:
 
         def register(fn: Callable[..., Any]) -> Callable[..., Any]:
             origin = self.source if source is None else source
-            f = Formula(self, wrt, fn, variant, expect, text, origin)
+            f = Formula(self, wrt, self._vjp_of(wrt, fn), variant, expect, text, origin)
             if any(other.id == f.id for other in self.formulas):
                 raise ValueError(f"duplicate formula id {f.id!r} in derivation {self.name!r}")
             self.formulas.append(f)

@@ -152,7 +152,7 @@ def _work(formulas: list[Formula], conn: Connection, parents: Connection) -> Non
             message: tuple[str, Any] = ("result", run_formula(formulas[i], settings))
         except KeyboardInterrupt:  # raised by the formula itself: the run stops, as in-process
             message = ("interrupt", None)
-        except Exception:  # run_formula contains user code's errors: this is gradcheck's
+        except BaseException:  # run_formula contains user code's errors: this is gradcheck's
             out = blank(formulas[i], settings.dtype)
             out.internal = True
             out.message = f"{formulas[i].id}: internal error in gradcheck (not in the " \

@@ -238,6 +238,10 @@ def run_formula(formula: Formula, settings: Settings | None = None) -> FormulaRe
     except BaseException as exc:  # raised while drawing a case: the strategy
         out.status = "error"
         out.message = _crash_message(formula, exc)
+    if out.status == "error" and out.failing_result is not None:  # raised on a case
+        from gradcheck.after_error import search_past_error  # (it imports this module)
+
+        search_past_error(formula, settings, out, errors, coverage)
     out.seconds = time.perf_counter() - start
     if out.expect != "pass" and out.status == "pass" and settings.examples < EXAMPLES:
         out.message = (f"{settings.examples} examples may be too few to show this formula's "

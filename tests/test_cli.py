@@ -470,3 +470,18 @@ def test_runs_as_an_installed_module(tmp_path):
 def test_help(command):
     result = invoke(command, "--help")
     assert result.exit_code == 0 and "Usage:" in result.stdout
+
+
+# ---------------------------------------------------------------- report only (issue 15)
+
+
+def test_report_only_exits_0_with_the_same_report():
+    usual = invoke("check", "--no-builtin", "-m", BROKEN, "-n", "10", "--format", "json")
+    audit = invoke("check", "--no-builtin", "-m", BROKEN, "-n", "10", "--format", "json",
+                   "--report-only")
+    assert usual.exit_code == 1 and audit.exit_code == 0, audit.output
+    assert without_seconds(report_of(audit)) == without_seconds(report_of(usual))
+    assert report_of(audit)["summary"]["unexpected"] >= 1
+    assert "--report-only" in invoke("check", "--help").stdout
+    # a usage error is still one
+    assert invoke("check", "no-such-formula", "--report-only").exit_code == 2
