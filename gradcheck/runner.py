@@ -24,7 +24,6 @@ from gradcheck.declare import Formula
 from gradcheck.errors import InvalidCase
 from gradcheck.hypothesis_compat import seed_alone
 from gradcheck.result import CaseResult
-from gradcheck.safetext import safe_repr
 from gradcheck.settings import EXAMPLES, Settings
 from gradcheck.sweep import step_sweep
 
@@ -81,16 +80,6 @@ class FormulaResult:
 def blank(f: Formula, dtype: str = "float64") -> FormulaResult:
     return FormulaResult(f.id, f.derivation.name, f.wrt, f.variant, f.expect, f.source, f.text,
                          dtype)
-
-
-class _Case(dict):  # type: ignore[type-arg]
-    """A drawn case as hypothesis shows it: a value whose repr raises cannot crash the run."""
-
-    def __repr__(self) -> str:
-        return "{" + ", ".join(f"{k!r}: {safe_repr(v)}" for k, v in self.items()) + "}"
-
-    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
-        printer.text(repr(self))
 
 
 class _CaseFailed(AssertionError):
@@ -163,7 +152,7 @@ def run_formula(formula: Formula, settings: Settings | None = None) -> FormulaRe
     out = blank(formula, settings.dtype)
     errors: list[float] = []
     coverage: Counter[str] = Counter()
-    worst: dict[str, Any] = {"status": "pass", "kink": None}
+    worst: dict[str, Any] = {"status": "pass", "kink": None, "raised": None}
     failed = False
     sample: dict[str, Any] | None = None  # the last case: its step-size curve is reported
 
@@ -174,7 +163,7 @@ def run_formula(formula: Formula, settings: Settings | None = None) -> FormulaRe
         suppress_health_check=[HealthCheck.too_slow],
         phases=[Phase.explicit, Phase.generate, Phase.target, Phase.shrink],  # no slow 'explain'
     )
-    @given(case=d.cases.map(lambda c: _Case(c) if isinstance(c, dict) else c))
+    @given(case=d.cases)
     def prop(case: dict[str, Any]) -> None:
         nonlocal failed, sample
         try:
@@ -206,16 +195,27 @@ def run_formula(formula: Formula, settings: Settings | None = None) -> FormulaRe
                 worst["kink"] = (case, result)
         if result.status == "error":
             failed = True
-            raise _CaseErrored(case, result)
+            worst["raised"] = _CaseErrored(case, result)
+            raise worst["raised"]
         if result.status == "fail":
             failed = True
-            raise _CaseFailed(case, result)
+            worst["raised"] = _CaseFailed(case, result)
+            raise worst["raised"]
         hypothesis.target(_finite(result.max_rel_error), label="max relative error")
 
     start = time.perf_counter()
     try:
         with seed_alone(), _errstate():
-            prop()
+            try:
+                prop()
+            except (_CaseFailed, _CaseProblem, _EngineBug, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                if worst["raised"] is None:
+                    raise
+                # hypothesis could not show the failing case (a value whose repr raises):
+                # the failure found stands
+                raise worst["raised"] from exc
         out.status = worst["status"]
         if worst["kink"] is not None:
             out.failing_case, out.failing_result = worst["kink"]
