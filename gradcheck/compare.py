@@ -26,7 +26,7 @@ KINK_RATIO = 0.75  # smooth: |L+ - 2L0 + L-|/h halves with h; a kink keeps it (r
 RULE = (
     "element agrees when |a - n| <= atol_i + rtol*|n|, "
     f"atol_i = {SAFETY:g}*(sigma_L/h_i + trunc_i), "
-    "rtol = sqrt(eps); sigma_L = eps*magnitudes in L (a pass on D(h) or D(2h) there "
+    "rtol = sqrt(eps); sigma_L = eps*(|g*y|_2 + |g|_2*max|inputs|) (a pass on D(h) or D(2h) there "
     "stands; otherwise the measured noise of L, ECnoise, lowest over three spacings), or "
     "eps*max|L(x+-h)| if larger; "
     "h_i = eps^(1/3)*max(1,|x_i|), trunc_i = |D(h)-D(2h)|/3; elements still outside are "

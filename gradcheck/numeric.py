@@ -4,7 +4,8 @@ The noise model, stated once (every tolerance in gradcheck follows from it):
 
 * step      h_i = eps**(1/3) * max(1, |x_i|): balances truncation (~h^2) and rounding (~noise/h);
 * noise     sigma_L, the rounding noise of one evaluation of L: at least
-            eps * (sum|g*y| + |g|_1 * max|inputs|), the magnitudes that flow through L, and
+            eps * (|g*y|_2 + |g|_2 * max|inputs|), the magnitudes that flow through L
+            (per output, added as independent roundings add: as sqrt(n)), and
             measured from a difference table of L along a random direction (Moré & Wild's
             ECnoise, ``gradcheck.noise``) when a verdict at that floor is not a plain pass;
 * rounding  error of a central difference at step h: sigma_i / h, where sigma_i is sigma_L
@@ -46,10 +47,16 @@ def steps(x: np.ndarray) -> np.ndarray:
 
 
 def loss_rows(Y: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """<g, y> for each row of Y, reduced the same deterministic way for every path."""
+    """<g, y> for each row of Y, reduced the same deterministic way for every path (rows
+    longer than ELEMENTS slice by slice: no Y-sized temporary)."""
     k = Y.shape[0]
-    rows: np.ndarray = (Y * g).reshape(k, -1).sum(axis=1, dtype=np.float64)
-    return rows
+    Yf, gf = Y.reshape(k, -1), g.reshape(-1)
+    if gf.size <= ELEMENTS:
+        rows: np.ndarray = (Yf * gf).sum(axis=1, dtype=np.float64)
+        return rows
+    parts = [(Yf[:, i : i + ELEMENTS] * gf[i : i + ELEMENTS]).sum(axis=1, dtype=np.float64)
+             for i in slices(gf.size)]
+    return np.sum(parts, axis=0)
 
 
 class Loss:
