@@ -42,8 +42,7 @@ class Noise:
     sigma: float  # the noise level used: max(measured, floor)
     measured: float  # ECnoise estimate (0 when L did not change at all)
     floor: float  # eps * magnitudes flowing through L
-    how: str  # "measured", "floor", "upper bound", "flat" (L did not change at any spacing
-    # tried: no information) or "outside" (every table left the domain: no information)
+    how: str  # "measured", "floor", "upper bound", or "outside" (every table left the domain)
 
 
 def _ecnoise(values: Sequence[float]) -> tuple[float, str]:
@@ -113,30 +112,18 @@ def estimate_noise(
     if _finite(values) and _quantized(values):
         # L did not change between neighbours: it is rounded more coarsely than the spacing
         # (a forward computing in float32, say); a table as wide as the steps shows how
-        # (a table as wide as the steps shows how). Rounding to a grid of that quantum is
-        # noise of at least half its smallest step, seen or not by the wider table (whose
-        # quantized values need not look random: ECnoise can find a level far below it).
         measured, how = _ecnoise(table(FLAT_STEP, L0))
-        quantum = min(abs(b - a) for a, b in zip(values[:-1], values[1:], strict=True)
-                      if a != b) if len(set(values)) > 1 else 0.0
-        if quantum / 2 > measured:
-            measured, how = quantum / 2, "ok"
     else:
         # Every spacing, and the lowest noise level found: rounding noise does not depend
         # on the spacing, while the function's own variation (a pole or a kink within the
         # table) shrinks with it. A table that meets a non-finite L (it left the domain) or
         # equal neighbours (too fine to see the rounding) is not used.
         tables = [values] + [table(power, L0) for power in NOISE_STEPS[1:]]
-        usable = [t for t in tables if _finite(t)]
-        # (a table that finds no level, 'smooth', bounds the noise by its highest order; a
-        # bound of exactly 0 is a table whose steps are whole units of L's last place, too
-        # fine to see the rounding, like equal neighbours: not used either)
-        found = [e for e in map(_ecnoise, (t for t in usable if not _quantized(t))) if e[0] > 0]
+        found = [_ecnoise(t) for t in tables if _finite(t) and not _quantized(t)]
+        # (a table that finds no level, 'smooth', bounds the noise by its highest order)
         if not found:
-            return L0, Noise(low, 0.0, low, "flat" if usable else "outside")
+            return L0, Noise(low, 0.0, low, "outside")
         measured, how = min(found)
-    if how == "flat" or measured == 0:  # L did not change: no information on its noise
-        return L0, Noise(low, 0.0, low, "flat")
     if how == "smooth":  # no noise level found: the highest-order difference bounds it
         return L0, Noise(max(measured, low), measured, low, "upper bound")
     sigma = max(measured, low)
