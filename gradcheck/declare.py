@@ -207,7 +207,9 @@ def _import(spec: str) -> Any:
         return module
     try:
         with _importable(Path.cwd()):
-            return importlib.import_module(spec)
+            folder = locate(spec).parent  # its own folder importable too, as for a path
+            with _importable(folder):
+                return importlib.import_module(spec)
     except KeyboardInterrupt:
         raise
     except BaseException as exc:
@@ -225,10 +227,20 @@ def load_derivations(spec: str) -> list[Derivation]:
     return found
 
 
-def collect_formulas(specs: Iterable[str]) -> list[Formula]:
-    """All formulas of the given modules, sorted by id; duplicate ids are an error."""
-    formulas: dict[str, Formula] = {}
+def unique(specs: Iterable[str]) -> dict[Path, str]:
+    """Each module file the specs name, with the first spec naming it: one module named
+    two ways (``mine.py`` and ``./mine.py``, ``mine`` and ``mine.py``) is loaded once."""
+    out: dict[Path, str] = {}
     for spec in specs:
+        out.setdefault(locate(spec), spec)
+    return out
+
+
+def collect_formulas(specs: Iterable[str]) -> list[Formula]:
+    """All formulas of the given modules (each file once, however named), sorted by id;
+    the same id from two different files is an error."""
+    formulas: dict[str, Formula] = {}
+    for spec in unique(specs).values():
         for derivation in load_derivations(spec):
             for f in derivation.formulas:
                 if f.id in formulas and formulas[f.id] is not f:

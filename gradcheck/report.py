@@ -10,6 +10,7 @@ import math
 import os
 import platform
 import re
+import shlex
 import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -243,8 +244,9 @@ def _detail(r: FormulaResult) -> str:
     return text
 
 
-def reproduction(r: FormulaResult) -> str:
-    """The counterexample's values and the Python that checks it again."""
+def reproduction(r: FormulaResult, file: str | None = None) -> str:
+    """The counterexample's values and the Python that checks it again (a case too large
+    to write out is read from ``file``, else from the .npz its record names)."""
     from gradcheck import repro
 
     c = r.counterexample or {}
@@ -253,8 +255,13 @@ def reproduction(r: FormulaResult) -> str:
     meta = {k: c.get(k) for k in ("wrt", "seed", "mode", "dtype", "module")}
     meta["id"] = r.id
     upstream = None if r.failing_result is None else r.failing_result.upstream
+    file = file or c.get("npz")
+    if file is None and repro.too_large(r.failing_case, upstream):
+        return (f"Values: too large to print; save them with: gradcheck explain "
+                f"{shlex.quote(r.id)} --module {shlex.quote(str(c.get('module')))} "
+                "--save-case FILE.npz")
     return (f"Values:\n{repro.printout(r.failing_case, upstream)}\n\nReproduce:\n"
-            + repro.snippet(meta, r.failing_case, upstream, c.get("npz")))
+            + repro.snippet(meta, r.failing_case, upstream, file))
 
 
 _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
