@@ -207,7 +207,10 @@ def _import(spec: str) -> Any:
         return module
     try:
         with _importable(Path.cwd()):
-            folder = locate(spec).parent  # its own folder importable too, as for a path
+            try:  # its own folder importable too, as for a path
+                folder = locate(spec).parent
+            except LoadError:  # importing it says why better
+                folder = Path.cwd()
             with _importable(folder):
                 return importlib.import_module(spec)
     except KeyboardInterrupt:
@@ -227,12 +230,19 @@ def load_derivations(spec: str) -> list[Derivation]:
     return found
 
 
-def unique(specs: Iterable[str]) -> dict[Path, str]:
+def unique(specs: Iterable[str], *, strict: bool = True) -> dict[Path, str]:
     """Each module file the specs name, with the first spec naming it: one module named
-    two ways (``mine.py`` and ``./mine.py``, ``mine`` and ``mine.py``) is loaded once."""
+    two ways (``mine.py`` and ``./mine.py``, ``mine`` and ``mine.py``) is loaded once. A
+    spec that cannot be found is LoadError (``strict``), else kept as it is for loading
+    to say why."""
     out: dict[Path, str] = {}
     for spec in specs:
-        out.setdefault(locate(spec), spec)
+        try:
+            out.setdefault(locate(spec), spec)
+        except LoadError:
+            if strict:
+                raise
+            out.setdefault(Path("<unfound>", spec), spec)
     return out
 
 
@@ -240,7 +250,7 @@ def collect_formulas(specs: Iterable[str]) -> list[Formula]:
     """All formulas of the given modules (each file once, however named), sorted by id;
     the same id from two different files is an error."""
     formulas: dict[str, Formula] = {}
-    for spec in unique(specs).values():
+    for spec in unique(specs, strict=False).values():
         for derivation in load_derivations(spec):
             for f in derivation.formulas:
                 if f.id in formulas and formulas[f.id] is not f:
