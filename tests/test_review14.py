@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -195,6 +196,7 @@ def test_the_snippet_runs_from_another_directory(tmp_path, monkeypatch, spec):
     assert out.exit_code == 1, out.output
     snippet = _snippet(out.stdout)
     monkeypatch.chdir(other)
+    monkeypatch.delitem(sys.modules, "snipmod", raising=False)  # imported afresh
     namespace: dict = {}
     exec(compile(snippet, "snippet", "exec"), namespace)  # noqa: S102
     assert namespace["r"].status == "fail"
@@ -282,21 +284,25 @@ def test_explain_case_uses_explicit_options_and_refuses_examples(tmp_path, monke
     assert refused.exit_code == 2 and "--examples" in refused.output
 
 
-def test_ini_module_names_resolve_from_the_ini_folder(pytester):
-    pytester.makepyprojecttoml('[tool.pytest.ini_options]\ngradcheck_modules = ["inimod"]\n'
-                               'gradcheck_examples = 3\n')
-    pytester.makepyfile(inimod=WRONG_MODULE.replace("SHAPE", "3"))
-    sub = pytester.mkdir("deeper")
-    pytester.chdir()
+def test_ini_module_names_resolve_from_the_ini_folder(tmp_path):
     import os
+    import subprocess
+    import sys
 
-    os.chdir(sub)
-    result = pytester.runpytest_subprocess("--gradcheck", "-p", "no:randomly")
-    result.stdout.fnmatch_lines(["*snip.dx?reference?*"])
-    assert result.ret == 1
-    pytester.makepyprojecttoml('[tool.pytest.ini_options]\ngradcheck_modules = ["nosuch"]\n')
-    bad = pytester.runpytest_subprocess("--gradcheck")
-    assert "gradcheck_modules" in bad.stderr.str() + bad.stdout.str()
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.pytest.ini_options]\ngradcheck_modules = ["inimod"]\ngradcheck_examples = 3\n')
+    (tmp_path / "inimod.py").write_text(WRONG_MODULE.replace("SHAPE", "3"))
+    (tmp_path / "deeper").mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    command = [sys.executable, "-m", "pytest", "--gradcheck", "-p", "no:cacheprovider"]
+    done = subprocess.run(command, cwd=tmp_path / "deeper", env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 1 and "snip.dx[reference]" in done.stdout, done.stdout
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.pytest.ini_options]\ngradcheck_modules = ["nosuch"]\n')
+    bad = subprocess.run(command, cwd=tmp_path / "deeper", env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert bad.returncode == 4 and "gradcheck_modules" in bad.stderr + bad.stdout
 
 
 def test_the_package_ships_py_typed():
