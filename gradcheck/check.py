@@ -32,7 +32,7 @@ from gradcheck.guard import (  # noqa: F401 (MODES: part of check's interface)
     prepare,
     unchanged,
 )
-from gradcheck.noise import estimate_noise
+from gradcheck.noise import estimate_noise, magnitudes, term_floor
 from gradcheck.numeric import DEFAULT_BUDGET, Loss, eps_of, loss_rows, max_abs
 from gradcheck.result import CaseResult, Element
 from gradcheck.verdict import REPORTED, Verdicts, compare_elements, directional
@@ -179,35 +179,6 @@ def noise_floor(
     gf, yf = np.abs(g.reshape(-1).astype(np.float64)), np.abs(y.reshape(-1).astype(np.float64))
     with np.errstate(over="ignore"):
         return float(np.sum(gf * (eps * yf)) + np.sum(gf * eps) * top)
-
-
-def magnitudes(forward: Callable[..., Any], case: Mapping[str, Any]) -> np.ndarray | None:
-    """|forward| at the inputs' absolute values: for sums of products (``x @ W.T + b``)
-    exactly the sum of the terms' magnitudes, whose eps-fraction bounds the rounding of
-    each output however much the terms cancel. None if the forward cannot be evaluated
-    there or gives no finite array."""
-    try:
-        out = forward(**{k: np.abs(v) if isinstance(v, np.ndarray) and v.dtype.kind == "f"
-                         else v for k, v in case.items()})
-        terms = np.abs(np.asarray(out, dtype=np.float64))
-    except (Broken, TypeError, ValueError):
-        return None
-    return terms if np.isfinite(terms).all() else None
-
-
-def term_floor(
-    forward: Callable[..., Any], case: Mapping[str, Any], g: np.ndarray, eps: float
-) -> float:
-    """eps * <|g|, magnitudes of the forward's terms>: the rounding noise of L when its
-    terms cancel (W x ~ 1e-9 from terms ~1e6), which the noise floor, built from |y| and
-    max|inputs|, does not see. Used only to excuse differences between two evaluations of
-    L at the same input (a batched call rounds differently from a single one), never to
-    widen a verdict's tolerance; 0 when the magnitudes cannot be had."""
-    terms = magnitudes(forward, case)
-    if terms is None or terms.shape != g.shape:
-        return 0.0
-    with np.errstate(over="ignore"):
-        return float(np.sum(np.abs(g.astype(np.float64)) * (eps * terms)))
 
 
 def _overflow(
