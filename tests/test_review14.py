@@ -311,3 +311,21 @@ def test_the_package_ships_py_typed():
     assert (ROOT / "gradcheck" / "py.typed").is_file()
     setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     assert "py.typed" in setup["package-data"]["gradcheck"]
+
+
+def test_the_plugins_failure_text_reproduces_a_200_element_case(tmp_path, monkeypatch):
+    """The plugin and the Markdown/HTML reports share report.reproduction."""
+    from gradcheck import settings
+    from gradcheck.declare import collect_formulas
+    from gradcheck.report import reproduction
+    from gradcheck.runner import run_formula
+
+    (tmp_path / "p200.py").write_text(WRONG_MODULE.replace("SHAPE", "200"))
+    monkeypatch.chdir(tmp_path)
+    (f,) = collect_formulas(["p200.py"])
+    r = run_formula(f, settings.Settings(examples=3, seed=0, mode="auto", dtype="float64"))
+    text = reproduction(r)
+    assert r.status == "fail" and "array of shape" not in text and "CASE.npz" not in text
+    namespace: dict = {}
+    exec(compile(text.split("Reproduce:\n", 1)[1], "snippet", "exec"), namespace)  # noqa: S102
+    assert namespace["r"].status == "fail"
