@@ -41,6 +41,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from gradcheck.declare import Derivation
 from gradcheck.strategies import REGIMES, float_arrays, window_geometry, window_regime
+from gradcheck.structure import rows, windows
 
 Array = np.ndarray
 
@@ -109,6 +110,10 @@ conv2d = Derivation(
     source="seed 000_9b7afb4d4bc9848f, Problem 3",
     batched=True,
     classify=classify,
+    # x: every input channel reaches every output channel through its windows; W and b:
+    # filter k reaches output channel k only
+    structure={"x": lambda case: windows(np.shape(case["W"])[-2:], case["s"], mix=True),
+               "W": rows(0, 0), "b": rows(0, 0)},
 )
 
 

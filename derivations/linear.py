@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from gradcheck.declare import Derivation
 from gradcheck.strategies import float_arrays
+from gradcheck.structure import dense, elementwise, rows
 
 
 def forward(W: np.ndarray, x: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -66,6 +67,8 @@ linear = Derivation(
     source="seed 000_9b7afb4d4bc9848f, Problem 2",
     batched=True,
     classify=classify,
+    # W[i, :] reaches y[i] only (n colours, one per column); b[i] reaches y[i]; x all of y
+    structure={"W": rows(0, 0), "b": elementwise(), "x": dense()},
 )
 
 # As written: "dL/dy . x" read as the outer product dy x^T (the product with W's shape).

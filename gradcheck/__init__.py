@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # type checkers see the real signatures; at run time they load lazily
-    from gradcheck import strategies
+    from gradcheck import strategies, structure
     from gradcheck.check import assert_vjp, check_vjp
     from gradcheck.compare import RULE
     from gradcheck.declare import Derivation, Formula, collect_formulas, load_derivations
@@ -37,16 +37,18 @@ _WHERE = {
     "LoadError": "gradcheck.errors",
 }
 
-__all__ = [  # written out, so that linters and type checkers read it; = _WHERE + strategies
+MODULES = ("strategies", "structure")  # public submodules, loaded on first use
+
+__all__ = [  # written out, so that linters and type checkers read it; = _WHERE + MODULES
     "CaseResult", "Derivation", "Formula", "GradcheckError", "GradientMismatch",
     "InvalidCase", "LoadError", "RULE", "assert_vjp", "check_vjp", "collect_formulas",
-    "load_derivations", "numeric_gradient", "strategies",
+    "load_derivations", "numeric_gradient", "strategies", "structure",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "strategies":
-        return importlib.import_module("gradcheck.strategies")
+    if name in MODULES:
+        return importlib.import_module(f"gradcheck.{name}")
     if name in _WHERE:
         return getattr(importlib.import_module(_WHERE[name]), name)
     raise AttributeError(f"module 'gradcheck' has no attribute {name!r}")

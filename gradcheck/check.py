@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from gradcheck import compare
+from gradcheck import compare, structured
 from gradcheck.errors import GradientMismatch, InvalidCase
 from gradcheck.guard import (  # noqa: F401 (MODES: part of check's interface)
     MODES,
@@ -33,13 +33,16 @@ from gradcheck.guard import (  # noqa: F401 (MODES: part of check's interface)
     unchanged,
 )
 from gradcheck.noise import estimate_noise, magnitudes, term_floor
-from gradcheck.numeric import DEFAULT_BUDGET, Loss, eps_of, loss_rows, max_abs
+from gradcheck.numeric import DEFAULT_BUDGET, ELEMENTS, Loss, eps_of, loss_rows, max_abs, slices
 from gradcheck.result import CaseResult, Element
+from gradcheck.structure import DeclarationError, Pattern, Structure, bind, resolve
 from gradcheck.verdict import REPORTED, Verdicts, compare_elements, directional
 
 OVERFLOW = 2.0**1000  # |L| or its magnitudes beyond this: differences of L could overflow
 MAX_EXHAUSTIVE = 1 << 16  # auto mode: larger inputs are checked along random directions
 WORK_BYTES = 12 * 8  # per element, exhaustive mode holds about 12 float64 work arrays
+STRUCTURED_BYTES = 15 * 8  # per element in structured mode: 12 work arrays, 3 of the colouring
+OUTPUT_BYTES = 6 * 8  # per output, structured mode holds about 6 float64 arrays
 DIRECTIONS = 2  # see benchmarks/README.md: a third or fourth caught no seed the second missed
 
 
@@ -63,12 +66,17 @@ def check_vjp(
     budget: int = DEFAULT_BUDGET,
     directions: int = DIRECTIONS,
     max_exhaustive: int = MAX_EXHAUSTIVE,
+    structure: Any = None,
 ) -> CaseResult:
     """Compare ``vjp(g, **case)`` with central differences of <g, forward(**case)> in case[wrt].
 
     ``g`` is ``upstream`` or drawn from N(0, 1) with ``numpy.random.default_rng(seed)``.
     Raises ``InvalidCase`` for unusable arguments; a misbehaving forward or vjp gives a
-    result with status ``"error"`` and a message instead.
+    result with status ``"error"`` and a message instead. ``structure`` (a
+    ``gradcheck.structure`` declaration, or a function of the case returning one) enables
+    the structured exhaustive mode (``gradcheck.structured``): in auto
+    or exhaustive mode it is used when it needs fewer colours than elements and fits the
+    budget; a declaration found wrong is noted and the check redone without it.
     """
     case, target, notes = prepare(case, wrt, mode, dtype)
     arrays = float_arrays(case)
@@ -79,6 +87,7 @@ def check_vjp(
         rtol=compare.rtol_of(target),
     )
     x = case[wrt]
+    requested = mode
     if mode == "auto":
         mode = "exhaustive" if x.size <= max_exhaustive else "directional"
         if mode == "directional":
@@ -103,6 +112,16 @@ def check_vjp(
             if g.shape != y.shape:
                 raise InvalidCase(f"upstream has shape {g.shape}; forward returns {y.shape}")
         g_before = digests({"dy": g})
+        pattern = _pattern(structure, case, x, y, requested, budget, max_exhaustive, notes)
+        plain, dropped = mode, [n for n in notes if "checked along random directions" in n]
+        if pattern is not None:
+            mode = result.mode = "structured"
+            notes[:] = [n for n in notes if n not in dropped]
+        floor = noise_floor(g, y, arrays, eps_of(target))
+        y_floor = output_floor(g, y, eps_of(target))
+        L0 = float(loss_rows(y[None], g)[0])
+        if pattern is None:
+            y = np.empty(0)  # not needed again: freed before the vjp and the differences run
         a = np.asarray(as_float_array(back(g, **case), "vjp", x.shape), dtype=np.float64)
         if any(np.may_share_memory(a, v) for v in (g, *arrays.values())):
             a = a.copy()  # the vjp returned (a view of) an argument: keep the result its own
@@ -116,39 +135,23 @@ def check_vjp(
             ),
             reserve=2 * 8 * x.size,  # the analytic gradient and one direction, held beside
         )
-        floor = noise_floor(g, y, arrays, eps_of(target))
-        L0 = float(loss_rows(y[None], g)[0])
         if not (math.isfinite(L0) and floor < OVERFLOW * eps_of(target)):
             return _overflow(result, loss, L0, floor / eps_of(target), a)
         # L at x again, through the batched path: randomness drawn once per call shows
         terms = functools.cache(lambda: term_floor(fwd, case, g, eps_of(target)))
         _same(L0, loss.at_x(), floor, "two evaluations at the same input", terms)
-        # Judge at the noise floor first: the measured noise is never below it, and a larger
-        # noise only widens tolerances, so a pass there stands -- unless a smaller step
-        # overruled D(h), on evidence (D(h) off by more than its noise) that a larger noise
-        # would withdraw. Anything else is judged again at the measured noise, if larger.
-        directions_from = rng.bit_generator.state
-        verdict, overruled = _judge(result, mode, loss, L0, a, floor, rng, directions)
-        if verdict.status != "pass" or overruled:
-            L_table, noise = estimate_noise(loss, floor, rng)
-            _same(L0, L_table, floor,
-                  "a call of its own and a row of a batched call, at the same input", terms)
-            sigma = noise.sigma
-            if noise.how in ("floor", "upper bound") and 0 < noise.measured < floor:
-                # A noise level (or a bound on it) was found below the floor: the floor's
-                # input term (|g|_1 max|inputs|, a guess at intermediate magnitudes) is not
-                # there. The rounding of the outputs themselves stays a floor.
-                sigma = max(noise.measured, output_floor(g, y, eps_of(target)))
-            if sigma != floor:
-                rng.bit_generator.state = directions_from  # the same random directions
-                verdict, _ = _judge(result, mode, loss, L0, a, sigma, rng, directions)
-            if noise.how == "upper bound":
-                verdict.notes.append(
-                    "noise of L not resolved; its highest-order difference bounds it")
-            elif noise.how == "outside":
-                verdict.notes.append("noise of L not measured: every difference table left "
-                                     "the forward's domain; taken at its floor")
-        result = verdict
+        verdict: CaseResult | str | None = None
+        if pattern is not None:
+            inputs_max = max(max_abs(v) for v in arrays.values())
+            verdict = structured.structured_verdict(
+                result, loss, L0, y, a, pattern, inputs_max, floor, rng, _fill)
+            if isinstance(verdict, str):  # the declaration was found wrong
+                notes.extend([f"{verdict}; checked without it", *dropped])
+                mode = result.mode = plain
+        if isinstance(verdict, CaseResult):
+            result = verdict
+        else:
+            result = _plain(result, mode, loss, L0, a, floor, y_floor, rng, directions, terms)
         unchanged(arrays, before, "forward")
         result.evaluations = 1 + loss.evaluations  # the forward at x, then L's
         result.analytic = a
@@ -163,10 +166,9 @@ def check_vjp(
 
 
 def output_floor(g: np.ndarray, y: np.ndarray, eps: float) -> float:
-    """eps * sum|g*y|, each product taken with eps first so that none overflows."""
-    gf, yf = np.abs(g.reshape(-1).astype(np.float64)), np.abs(y.reshape(-1).astype(np.float64))
-    with np.errstate(over="ignore"):
-        return float(np.sum(gf * (eps * yf)))
+    """eps * sum|g*y|, each product taken with eps first so that none overflows; slice by
+    slice (no y-sized temporaries)."""
+    return _sliced(g, y, eps)[0]
 
 
 def noise_floor(
@@ -174,11 +176,23 @@ def noise_floor(
 ) -> float:
     """eps * (sum|g*y| + |g|_1 max|inputs|): the rounding of the magnitudes that flow
     through L, each product taken with eps first so that none overflows (inf only when the
-    sum itself exceeds the float64 range)."""
+    sum itself exceeds the float64 range); slice by slice."""
     top = max(max_abs(v) for v in arrays.values())
-    gf, yf = np.abs(g.reshape(-1).astype(np.float64)), np.abs(y.reshape(-1).astype(np.float64))
+    gy, g1 = _sliced(g, y, eps)
     with np.errstate(over="ignore"):
-        return float(np.sum(gf * (eps * yf)) + np.sum(gf * eps) * top)
+        return float(gy + g1 * top)
+
+
+def _sliced(g: np.ndarray, y: np.ndarray, eps: float) -> tuple[float, float]:
+    """(sum|g| (eps |y|), sum |g| eps), over slices of ELEMENTS."""
+    gf, yf = g.reshape(-1), y.reshape(-1)
+    gy, g1 = [], []
+    with np.errstate(over="ignore"):
+        for i in slices(gf.size):
+            gs = np.abs(gf[i : i + ELEMENTS].astype(np.float64))
+            gy.append(np.sum(gs * (eps * np.abs(yf[i : i + ELEMENTS].astype(np.float64)))))
+            g1.append(np.sum(gs * eps))
+        return float(np.sum(gy)), float(np.sum(g1))
 
 
 def _overflow(
@@ -235,6 +249,73 @@ def batch_claim_broken(forward: Callable[..., Any], case: dict[str, Any], wrt: s
                     f"(max difference {float(np.nanmax(np.abs(a - b))):.3g}); "
                     "declare batched=False")
     return ""
+
+
+def _plain(
+    result: CaseResult, mode: str, loss: Loss, L0: float, a: np.ndarray, floor: float,
+    y_floor: float, rng: np.random.Generator, directions: int,
+    terms: Callable[[], float] = lambda: 0.0,
+) -> CaseResult:
+    """Judge at the noise floor first: the measured noise is never below it, and a larger
+    noise only widens tolerances, so a pass there stands -- unless a smaller step overruled
+    D(h), on evidence (D(h) off by more than its noise) that a larger noise would withdraw.
+    Anything else is judged again at the measured noise, if larger. ``y_floor`` is
+    eps * sum|g*y|, the outputs' own rounding."""
+    directions_from = rng.bit_generator.state
+    verdict, overruled = _judge(result, mode, loss, L0, a, floor, rng, directions)
+    if verdict.status != "pass" or overruled:
+        L_table, noise = estimate_noise(loss, floor, rng)
+        _same(L0, L_table, floor,
+              "a call of its own and a row of a batched call, at the same input", terms)
+        sigma = noise.sigma
+        if noise.how in ("floor", "upper bound") and 0 < noise.measured < floor:
+            # A noise level (or a bound on it) was found below the floor: the floor's
+            # input term (|g|_1 max|inputs|, a guess at intermediate magnitudes) is not
+            # there. The rounding of the outputs themselves stays a floor.
+            sigma = max(noise.measured, y_floor)
+        if sigma != floor:
+            rng.bit_generator.state = directions_from  # the same random directions
+            verdict, _ = _judge(result, mode, loss, L0, a, sigma, rng, directions)
+        if noise.how == "upper bound":
+            verdict.notes.append(
+                "noise of L not resolved; its highest-order difference bounds it")
+        elif noise.how == "outside":
+            verdict.notes.append("noise of L not measured: every difference table left "
+                                 "the forward's domain; taken at its floor")
+    return verdict
+
+
+def _pattern(
+    structure: Any, case: dict[str, Any], x: np.ndarray, y: np.ndarray, requested: str,
+    budget: int, max_exhaustive: int, notes: list[str],
+) -> Pattern | None:
+    """The declared structure's colouring when structured mode applies, else None (with a
+    note when a declaration was given but not used)."""
+    if structure is not None and not isinstance(structure, Structure) \
+            and not callable(structure):
+        raise InvalidCase(f"structure must be a gradcheck.structure declaration (windows, "
+                          f"rows, elementwise, dense, sparse) or a function of the case "
+                          f"returning one, got structure={structure!r}")
+    if structure is None or requested == "directional":
+        return None
+    need = x.size * STRUCTURED_BYTES + OUTPUT_BYTES * y.size
+    if need > budget:
+        notes.append(f"structured mode would hold {need / 2**20:.0f} MiB of work arrays, over "
+                     f"the {budget / 2**20:.0f} MiB budget: the declared structure is not used")
+        return None
+    try:
+        declared = resolve(structure, case)
+        pattern = None if declared is None else bind(declared, x.shape, y.shape)
+    except DeclarationError as exc:
+        notes.append(f"{exc}; checked without the declared structure")
+        return None
+    if pattern is None or pattern.count >= x.size:  # no saving (dense): element by element
+        return None
+    if pattern.count > max_exhaustive:
+        notes.append(f"declared structure {pattern.label} needs {pattern.count} colours, "
+                     f"over the {max_exhaustive} evaluated element by element")
+        return None
+    return pattern
 
 
 def _fill(result: CaseResult, a: np.ndarray, v: Verdicts, shape: tuple[int, ...]) -> None:

@@ -65,6 +65,9 @@ class Derivation:
     of several arguments. gradcheck.outputs and gradcheck.forms compile them (and
     gradcheck.layers, layer objects) to a forward returning one array and one vjp per
     argument.
+    ``structure`` maps an argument's name to its declared Jacobian structure (a
+    ``gradcheck.structure`` declaration, or a function of the case returning one), which
+    the runner passes to ``check_vjp`` for that argument's formulas.
     """
 
     name: str
@@ -76,6 +79,7 @@ class Derivation:
     formulas: list[Formula] = field(default_factory=list)
     module: str = ""
     outputs: tuple[str, ...] | None = None
+    structure: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():

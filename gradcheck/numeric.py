@@ -46,10 +46,16 @@ def steps(x: np.ndarray) -> np.ndarray:
 
 
 def loss_rows(Y: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """<g, y> for each row of Y, reduced the same deterministic way for every path."""
+    """<g, y> for each row of Y, reduced the same deterministic way for every path (rows
+    longer than ELEMENTS slice by slice: no Y-sized temporary)."""
     k = Y.shape[0]
-    rows: np.ndarray = (Y * g).reshape(k, -1).sum(axis=1, dtype=np.float64)
-    return rows
+    Yf, gf = Y.reshape(k, -1), g.reshape(-1)
+    if gf.size <= ELEMENTS:
+        rows: np.ndarray = (Yf * gf).sum(axis=1, dtype=np.float64)
+        return rows
+    parts = [(Yf[:, i : i + ELEMENTS] * gf[i : i + ELEMENTS]).sum(axis=1, dtype=np.float64)
+             for i in slices(gf.size)]
+    return np.sum(parts, axis=0)
 
 
 class Loss:

@@ -17,8 +17,9 @@ element.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ from gradcheck import compare
 from gradcheck.judge import ULPS, Probe, Stencil, Verdicts, judge
 from gradcheck.numeric import (
     ELEMENTS,
+    Differences,
     Loss,
     differences,
     eps_of,
@@ -43,18 +45,28 @@ LEAF = 64  # localisation stops bisecting at blocks this small and checks them e
 REPORTED = 5  # worst elements listed in an explanation
 
 
-def element_probe(loss: Loss, L0: float, a: np.ndarray, index: np.ndarray) -> Probe:
+def element_probe(
+    loss: Loss, L0: float, a: np.ndarray, index: np.ndarray,
+    diff: Callable[[np.ndarray, np.ndarray], Differences] | None = None,
+    noise: np.ndarray | None = None,
+) -> Probe:
     """Differences at the flat ``index`` elements of loss.x, whose analytic values are ``a``;
-    the base step h_i = eps^(1/3) max(1, |x_i|), the finest ULPS units in x_i's last place."""
+    the base step h_i = eps^(1/3) max(1, |x_i|), the finest ULPS units in x_i's last place.
+    ``diff(index, h)`` takes the differences (default: of L, one element per evaluation;
+    ``gradcheck.coloured`` gives each element's own restricted loss), and ``noise``, one
+    rounding level per element of ``index``, joins the judge's sigma (as eps * magnitude)."""
     h = steps(loss.x).reshape(-1)[index]
     x = loss.x.reshape(-1)[index]
     finest = ULPS * np.spacing(np.abs(x)).astype(np.float64)
     size = np.abs(x.astype(np.float64))
     own = np.where((size > 0) & (size < 1), size / h, np.inf)  # |x_i| in units of h_i
+    take = diff or functools.partial(differences, loss, L0)
+    eps = eps_of(loss.x.dtype)
 
     def probe(items: np.ndarray, multiple: np.ndarray) -> Stencil:
-        d = differences(loss, L0, index[items], h[items] * multiple)
-        return Stencil(d.h, d.magnitude, d.central, d.curvature_gap, d.forward_slope,
+        d = take(index[items], h[items] * multiple)
+        magnitude = d.magnitude if noise is None else np.fmax(d.magnitude, noise[items] / eps)
+        return Stencil(d.h, magnitude, d.central, d.curvature_gap, d.forward_slope,
                        d.backward_slope, a[items], np.zeros(items.size), finest[items],
                        own[items])
 
