@@ -56,7 +56,9 @@ class Derivation:
     static parameters such as a stride). ``batched=True`` declares that ``forward`` also
     accepts a leading batch axis on any one float argument and returns a leading batch
     axis on its output, so the engine can evaluate perturbations in chunks.
-    ``classify(case)`` names a case's geometry class (for coverage counts).
+    ``classify(case)`` names a case's geometry class (for coverage counts). ``dtype``
+    fixes the dtype its cases are checked in (None: the run's setting), and ``runs_on``
+    says where the forward and backward run (framework, device, dtype), for reports.
     """
 
     name: str
@@ -67,12 +69,24 @@ class Derivation:
     classify: Callable[[dict[str, Any]], str] | None = None
     formulas: list[Formula] = field(default_factory=list)
     module: str = ""
+    dtype: str | None = None
+    runs_on: str = ""
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
             raise ValueError(
                 f"Derivation name must be an identifier, got name={self.name!r}"
             )
+
+    @classmethod
+    def from_torch(cls, name: str, function: Any, *, cases: Any, **options: Any) -> Derivation:
+        """A torch.autograd.Function (or a function of tensors): ``gradcheck.torch``."""
+        return _adapter("torch").derivation(name, function, cases=cases, **options)
+
+    @classmethod
+    def from_jax(cls, name: str, function: Any, *, cases: Any, **options: Any) -> Derivation:
+        """A jax function with a custom_vjp or custom_jvp rule: ``gradcheck.jax``."""
+        return _adapter("jax").derivation(name, function, cases=cases, **options)
 
     def formula(
         self,
@@ -103,6 +117,11 @@ class Derivation:
             return fn
 
         return register if vjp is None else register(vjp)
+
+
+def _adapter(framework: str) -> Any:
+    """gradcheck.torch or gradcheck.jax, imported only when a derivation asks for it."""
+    return importlib.import_module(f"gradcheck.{framework}")
 
 
 def _import(spec: str) -> Any:

@@ -20,6 +20,7 @@ room reserved for arrays held beside it (the analytic gradient, one direction).
 
 from __future__ import annotations
 
+import contextvars
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,12 @@ ECNOISE_POINTS = 7  # evaluations in the noise difference table (orders 1..6)
 NOISE_STEPS = (0.5, 0.75, 0.9)  # the table's spacing, as powers of eps, tried in turn
 FLAT_STEP = 1 / 3  # the spacing, as a power of eps, when neighbours at the first are equal
 ELEMENTS = 1 << 18  # element-wise work on huge inputs is done in slices of this many
+
+
+# The argument that carries the leading batch axis during a batched forward call, for
+# forwards (the framework adapters) that must know which one it is; None outside such a call.
+BATCHED_ARGUMENT: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "gradcheck_batched_argument", default=None)
 
 
 def eps_of(dtype: Any) -> float:
@@ -80,7 +87,11 @@ class Loss:
         k = X.shape[0]
         self.evaluations += k
         if self.batched:
-            out = self.forward(**{**self.case, self.wrt: X})
+            token = BATCHED_ARGUMENT.set(self.wrt)
+            try:
+                out = self.forward(**{**self.case, self.wrt: X})
+            finally:
+                BATCHED_ARGUMENT.reset(token)
             expect = (k, *self.g.shape)
             Y = self.check_output(out, expect) if self.check_output else np.asarray(out)
             return loss_rows(Y, self.g)

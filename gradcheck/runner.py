@@ -57,6 +57,7 @@ class FormulaResult:
     expect: str
     source: str
     text: str
+    runs_on: str = ""
     status: str = "error"
     cases: int = 0
     max_rel_error: float | None = None
@@ -79,7 +80,8 @@ class FormulaResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain Python types only (JSON, and pytest-xdist's user_properties)."""
-        keys = ("id", "derivation", "wrt", "variant", "expect", "source", "text", "status",
+        keys = ("id", "derivation", "wrt", "variant", "expect", "source", "text", "runs_on",
+                "status",
                 "cases", "max_rel_error", "median_rel_error", "counterexample", "coverage",
                 "message", "seconds", "case_errors", "sweep")
         out = {k: getattr(self, k) for k in keys}
@@ -88,7 +90,8 @@ class FormulaResult:
 
 
 def blank(f: Formula) -> FormulaResult:
-    return FormulaResult(f.id, f.derivation.name, f.wrt, f.variant, f.expect, f.source, f.text)
+    return FormulaResult(f.id, f.derivation.name, f.wrt, f.variant, f.expect, f.source, f.text,
+                         f.derivation.runs_on)
 
 
 class _CaseFailed(AssertionError):
@@ -172,7 +175,8 @@ def run_formula(formula: Formula, settings: Settings | None = None) -> FormulaRe
         nonlocal failed, sample
         try:
             result = check_vjp(d.forward, formula.vjp, case, formula.wrt, seed=settings.seed,
-                               mode=settings.mode, dtype=settings.dtype, batched=d.batched)
+                               mode=settings.mode, dtype=d.dtype or settings.dtype,
+                               batched=d.batched)
         except InvalidCase as exc:
             raise _CaseProblem(f"the case strategy of {d.name!r} drew an unusable case "
                                f"(a problem of the strategy, not the formula): {exc}") from exc
