@@ -186,7 +186,8 @@ def _checked(fn: Any, adapter: TorchAdapter) -> Any:
 
     def backward(ctx: Any, *grad_outputs: Any) -> Any:
         before = [_bytes(g) if isinstance(g, torch.Tensor) else None for g in grad_outputs]
-        saved = [_bytes(t) for t in ctx.saved_tensors]
+        held = ctx.saved_tensors  # unpacked once: torch refuses a second unpack after a write
+        saved = [_bytes(t) for t in held]
         result = fn.backward(ctx, *grad_outputs)
         adapter.validate(ctx, result if isinstance(result, tuple) else (result,))
         for k, (g, b) in enumerate(zip(grad_outputs, before, strict=True)):
@@ -194,7 +195,7 @@ def _checked(fn: Any, adapter: TorchAdapter) -> Any:
                 raise BackwardContractError(
                     f"{_name(fn)}.backward wrote into grad_output[{k}] in place; autograd "
                     "may hand the same tensor to other nodes, so it must not be modified")
-        for k, (t, b) in enumerate(zip(ctx.saved_tensors, saved, strict=True)):
+        for k, (t, b) in enumerate(zip(held, saved, strict=True)):
             if _bytes(t) != b:
                 raise BackwardContractError(
                     f"{_name(fn)}.backward modified saved tensor {k} (ctx.saved_tensors[{k}]) "
