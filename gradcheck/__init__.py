@@ -19,6 +19,7 @@ _WHERE = {
     "RULE": "gradcheck.compare",
     "Derivation": "gradcheck.declare",
     "Formula": "gradcheck.declare",
+    "Layer": "gradcheck.forms",
     "load_derivations": "gradcheck.declare",
     "collect_formulas": "gradcheck.declare",
     "GradcheckError": "gradcheck.errors",

@@ -59,6 +59,10 @@ class Derivation:
     ``classify(case)`` names a case's geometry class (for coverage counts). ``dtype``
     fixes the dtype its cases are checked in (None: the run's setting), and ``runs_on``
     says where the forward and backward run (framework, device, dtype), for reports.
+    ``outputs=("h", "c")`` declares a forward returning several arrays (a tuple in that
+    order, or a dict by name); ``backward`` registers one backward returning the gradients
+    of several arguments. ``gradcheck.forms`` compiles both, and layer objects (``Layer``),
+    to a forward returning one array and one vjp per argument.
     """
 
     name: str
@@ -69,6 +73,7 @@ class Derivation:
     classify: Callable[[dict[str, Any]], str] | None = None
     formulas: list[Formula] = field(default_factory=list)
     module: str = ""
+    outputs: tuple[str, ...] | None = None
     dtype: str | None = None
     runs_on: str = ""
 
@@ -77,6 +82,27 @@ class Derivation:
             raise ValueError(
                 f"Derivation name must be an identifier, got name={self.name!r}"
             )
+        if self.outputs is not None:
+            from gradcheck.forms import several_outputs
+
+            several_outputs(self)
+
+    def _vjp_of(self, wrt: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """The engine's vjp for a declared formula (compiled by gradcheck.forms if need be)."""
+        if self.outputs is None:
+            return fn
+        from gradcheck.forms import compile_formula
+
+        return compile_formula(self, wrt, fn)
+
+    def backward(self, wrt: Any, fn: Callable[..., Any] | None = None, **options: Any) -> Any:
+        """One backward for the arguments ``wrt``: ``fn(dy, **case)`` returns their gradients
+        as a tuple in that order or a dict by name; each is its own formula. ``options`` are
+        ``formula``'s (``expect`` may also map names to expectations); a decorator without fn.
+        """
+        from gradcheck.forms import register_backward
+
+        return register_backward(self, wrt, fn, **options)
 
     @classmethod
     def from_torch(cls, name: str, function: Any, *, cases: Any, **options: Any) -> Derivation:
@@ -110,7 +136,7 @@ class Derivation:
 
         def register(fn: Callable[..., Any]) -> Callable[..., Any]:
             origin = self.source if source is None else source
-            f = Formula(self, wrt, fn, variant, expect, text, origin)
+            f = Formula(self, wrt, self._vjp_of(wrt, fn), variant, expect, text, origin)
             if any(other.id == f.id for other in self.formulas):
                 raise ValueError(f"duplicate formula id {f.id!r} in derivation {self.name!r}")
             self.formulas.append(f)

@@ -83,32 +83,29 @@ class JaxAdapter:
 
         return host(jax.vmap(one)(args[at]), case[batched].shape[0])
 
-    def vjp(self, wrt: str) -> Callable[..., np.ndarray]:
-        def gradient(dy: np.ndarray, **case: Any) -> np.ndarray:
-            args = self.arguments(case)
-            at = [self.names.index(w) for w in self.wrt]
+    def backward(self, dy: np.ndarray, **case: Any) -> tuple[np.ndarray, ...]:
+        """The gradients of every checked input from one jax.vjp."""
+        args = self.arguments(case)
+        at = [self.names.index(w) for w in self.wrt]
 
-            def primal(*diff: Any) -> Any:
-                full = list(args)
-                for i, v in zip(at, diff, strict=True):
-                    full[i] = v
-                return self.fn(*full)
+        def primal(*diff: Any) -> Any:
+            full = list(args)
+            for i, v in zip(at, diff, strict=True):
+                full[i] = v
+            return self.fn(*full)
 
-            y, pullback = jax.vjp(primal, *(args[i] for i in at))
-            leaves, tree = jax.tree_util.tree_flatten(y)
-            flat, start = dy.reshape(-1), 0
-            cot: list[Any] = []
-            for leaf in leaves:
-                if _floating(leaf):
-                    part = flat[start : start + leaf.size].reshape(leaf.shape)
-                    cot.append(jax.numpy.asarray(part, dtype=leaf.dtype))
-                    start += leaf.size
-                else:  # an integer output: no cotangent
-                    cot.append(np.zeros(leaf.shape, dtype=jax.dtypes.float0))
-            grads = pullback(jax.tree_util.tree_unflatten(tree, cot))
-            return np.array(grads[self.wrt.index(wrt)])
-
-        return gradient
+        y, pullback = jax.vjp(primal, *(args[i] for i in at))
+        leaves, tree = jax.tree_util.tree_flatten(y)
+        flat, start = dy.reshape(-1), 0
+        cot: list[Any] = []
+        for leaf in leaves:
+            if _floating(leaf):
+                part = flat[start : start + leaf.size].reshape(leaf.shape)
+                cot.append(jax.numpy.asarray(part, dtype=leaf.dtype))
+                start += leaf.size
+            else:  # an integer output: no cotangent
+                cot.append(np.zeros(leaf.shape, dtype=jax.dtypes.float0))
+        return tuple(np.array(g) for g in pullback(jax.tree_util.tree_unflatten(tree, cot)))
 
 
 def derivation(
@@ -153,8 +150,7 @@ def derivation(
     runs_on = f"jax {jax.__version__} on {backend}" + (f", {dtype}" if dtype else "")
     d = Derivation(name, adapter.forward, cases, source=source or _name(function),
                    batched=bool(batched), classify=classify, dtype=dtype, runs_on=runs_on)
-    for w in chosen:
-        exp = expect if isinstance(expect, str) else expect.get(w, "pass")
-        d.formula(w, adapter.vjp(w), variant=variant, expect=exp,
-                  text=f"jax.vjp of {_name(function)} ({rule}), input {names.index(w)} ({w})")
+    d.backward(tuple(chosen), adapter.backward, variant=variant, expect=expect,
+               text=f"jax.vjp of {_name(function)} ({rule}), gradients of "
+                    f"{', '.join(chosen)} from one call")
     return d

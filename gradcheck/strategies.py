@@ -30,6 +30,20 @@ the value (``"max_kernel must be >= 1, got max_kernel=0"``).
     column regime is drawn among the requested regimes achievable with that stride.
     :attr:`WindowGeometry.regime` is the shared regime name when both axes agree, otherwise
     ``"mixed:<row>/<col>"`` (e.g. ``"mixed:overlap/tile"``).
+
+Defined in their own modules and public here (``gradcheck.geometry``, ``gradcheck.spaced``):
+
+``windows(ndim=2, max_out=3, max_kernel=3, max_stride=3, max_dilation=1, max_padding=0,
+tiling="any", regimes=REGIMES, uniform=False, empty_windows=False, half_window_padding=False)``
+    A :class:`Window` over 1, 2 or 3 (any) axes with per-axis kernel, stride, dilation,
+    padding, window count and remainder; exact tiling, a remainder, or either; every
+    window keeps a tap on the input itself unless ``empty_windows=True``.
+``spaced_arrays(shape, gap=1.0, avoid=(), margin=gap, offset_scale=10.0)``
+    float64 arrays with values pairwise ``gap`` apart and ``margin`` away from each point
+    in ``avoid`` (a zero pad, a kink).
+``index_arrays(shape, n, repeats="some")``
+    int64 ids in ``[0, n)``: at least one repeated (``"some"``), free (``"any"``) or all
+    distinct (``"none"``).
 """
 
 from __future__ import annotations
@@ -45,6 +59,13 @@ from hypothesis.errors import InvalidArgument
 from hypothesis.extra import numpy as hnp
 from numpy.typing import NDArray
 
+# defined in their own modules, which import this one: loaded on first use (__getattr__)
+_ELSEWHERE = {
+    "TILINGS": "gradcheck.geometry", "Window": "gradcheck.geometry",
+    "windows": "gradcheck.geometry", "REPEATS": "gradcheck.spaced",
+    "index_arrays": "gradcheck.spaced", "spaced_arrays": "gradcheck.spaced",
+}
+
 __all__ = [
     "REGIMES",
     "WindowGeometry",
@@ -55,7 +76,17 @@ __all__ = [
     "small_shapes",
     "window_geometry",
     "window_regime",
+    *_ELSEWHERE,
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The strategies of gradcheck.geometry and gradcheck.spaced."""
+    if name in _ELSEWHERE:
+        import importlib
+
+        return getattr(importlib.import_module(_ELSEWHERE[name]), name)
+    raise AttributeError(f"module 'gradcheck.strategies' has no attribute {name!r}")
 
 REGIMES = ("overlap", "tile", "gap")
 

@@ -9,7 +9,8 @@ the CPU, in float64 unless the run or the declaration asks for float32; float32 
 on CUDA) and whose other values (a stride, a flag, an integer index array) are passed as
 they are. Each input that requires grad is a formula (``gelu.dx``). The differences are of
 L = sum_k <g_k, y_k> over the floating outputs as the device computed them (copied to
-host numpy); several outputs are laid end to end as one flat output.
+host numpy); several outputs are laid end to end as one flat output. One forward and one
+backward per case serve every input's formula (``Derivation.backward``).
 
 Semantics are torch's, because torch runs it: ``apply`` then ``torch.autograd.grad``, so
 ``ctx.save_for_backward``, ``ctx.needs_input_grad`` (every checked input requires grad),
@@ -118,26 +119,22 @@ class TorchAdapter:
                 out = self.call(*args)
         return host(out, None if batched is None else case[batched].shape[0])
 
-    def vjp(self, wrt: str) -> Callable[..., np.ndarray]:
-        def gradient(dy: np.ndarray, **case: Any) -> np.ndarray:
-            self.inputs = args = self.tensors(case, grad=True)
-            with torch.enable_grad():
-                outs = floating(self.call(*args))
-            pairs = [(o, g) for o, g in zip(outs, upstream(dy, outs), strict=True)
-                     if o.requires_grad]
-            if not pairs:
-                raise BackwardContractError(
-                    f"no floating output of {_name(self.fn)} requires grad, so there is no "
-                    "backward to check (torch: 'element 0 of tensors does not require grad')")
-            need = [a for n, a in zip(self.names, args, strict=True) if n in self.wrt]
-            grads = torch.autograd.grad([o for o, _ in pairs], need, [g for _, g in pairs],
-                                        allow_unused=True)
-            grad = grads[self.wrt.index(wrt)]
-            if grad is None:  # no differentiable output depends on it: torch's zero
-                return np.zeros_like(case[wrt])
-            return grad.detach().cpu().numpy()
-
-        return gradient
+    def backward(self, dy: np.ndarray, **case: Any) -> tuple[np.ndarray, ...]:
+        """The gradients of every checked input from one forward and one backward."""
+        self.inputs = args = self.tensors(case, grad=True)
+        with torch.enable_grad():
+            outs = floating(self.call(*args))
+        pairs = [(o, g) for o, g in zip(outs, upstream(dy, outs), strict=True) if o.requires_grad]
+        if not pairs:
+            raise BackwardContractError(
+                f"no floating output of {_name(self.fn)} requires grad, so there is no "
+                "backward to check (torch: 'element 0 of tensors does not require grad')")
+        need = [a for n, a in zip(self.names, args, strict=True) if n in self.wrt]
+        grads = torch.autograd.grad([o for o, _ in pairs], need, [g for _, g in pairs],
+                                    allow_unused=True)
+        # None: no differentiable output depends on that input, torch's zero gradient
+        return tuple(np.zeros_like(case[w]) if g is None else g.detach().cpu().numpy()
+                     for w, g in zip(self.wrt, grads, strict=True))
 
     def validate(self, ctx: Any, grads: tuple[Any, ...]) -> None:
         """What torch would reject vaguely, or accept and fix silently, named."""
@@ -287,10 +284,8 @@ def derivation(
     d = Derivation(name, adapter.forward, cases, source=source or _name(function),
                    batched=batching is not None, classify=classify, dtype=dtype,
                    runs_on=runs_on)
-    for i, w in enumerate(chosen):
-        exp = expect if isinstance(expect, str) else expect.get(w, "pass")
-        d.formula(w, adapter.vjp(w), variant=variant, expect=exp,
-                  text=f"{_name(function)}.backward, gradient for input {names.index(w)} "
-                       f"({w}) of {len(names)}" if is_function(function)
-                  else f"autograd through {_name(function)}, input {i} ({w})")
+    what = f"{_name(function)}.backward" if is_function(function) \
+        else f"autograd through {_name(function)}"
+    d.backward(tuple(chosen), adapter.backward, variant=variant, expect=expect,
+               text=f"{what}, gradients of {', '.join(chosen)} from one call")
     return d
