@@ -258,6 +258,8 @@ def explain(formula: str, examples: int, seed: int, mode: str, builtin: bool,
                f"expect {f.expect})")
     if f.text:
         click.echo(f"  {f.text}")
+    if f.derivation.runs_on:
+        click.echo(f"  ran on {f.derivation.runs_on}")
     r = run_formula(f, Settings(examples=examples, seed=seed, mode=mode))
     worst = "-" if r.max_rel_error is None else f"{r.max_rel_error:.3g}"
     click.echo(f"\nVerdict: {r.status} over {r.cases} cases "

@@ -150,6 +150,15 @@ def footer(run: Run) -> str:
     return text + (" - INTERRUPTED" if run.interrupted else "")
 
 
+def placements(run: Run) -> list[str]:
+    """Where the formulas of framework adapters ran: one line per framework and device."""
+    where: dict[str, list[str]] = {}
+    for r in run.results:
+        if r.runs_on and r.derivation not in where.setdefault(r.runs_on, []):
+            where[r.runs_on].append(r.derivation)
+    return [f"ran on {k}: {', '.join(v)}" for k, v in where.items()]
+
+
 _PAINT = {"pass": "32", "fail": "31", "nonsmooth": "33", "error": "35"}
 
 
@@ -168,6 +177,7 @@ def render_table(run: Run, color: bool = False) -> str:
             lines.append("  ".join("-" * w for w in widths))
     lines.append("")
     lines.append(footer(run))
+    lines += placements(run)
     return "\n".join(lines) + "\n"
 
 
@@ -186,6 +196,8 @@ def render_markdown(run: Run) -> str:
     lines += ["", f"Rule: `{RULE}`", "",
               f"Settings: {run.settings.examples} examples, seed {run.settings.seed}, "
               f"mode {run.settings.mode}, {run.settings.dtype}"]
+    for line in placements(run):
+        lines += ["", f"Ran on {line.removeprefix('ran on ')}"]
     for r in run.results:
         if not (r.counterexample or r.message):
             continue

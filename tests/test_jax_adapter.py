@@ -108,3 +108,15 @@ def test_vmap_batching_agrees_with_one_call_each() -> None:
 def test_declaration_errors_name_the_parameter() -> None:
     with pytest.raises(ValueError, match="wrt names 'y', which is not an input of"):
         Derivation.from_jax("lse", rules.logsumexp, cases=None, wrt=["y"])
+
+
+def test_readme_jax_example_passes(tmp_path: Any) -> None:
+    from gradcheck import load_derivations
+    from tests.conftest import readme_block
+
+    module = tmp_path / "logsumexp.py"
+    module.write_text(readme_block("jax-example"))
+    (d,) = load_derivations(str(module))
+    (f,) = d.formulas
+    result = run_formula(f, Settings())
+    assert result.status == "pass" and result.cases == 100, result.message

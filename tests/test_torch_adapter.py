@@ -257,3 +257,33 @@ def test_gelu_fixture_matches_torch_s_own_gelu() -> None:
     x = torch.linspace(-3, 3, 7, dtype=torch.float64)
     ref = torch.nn.functional.gelu(x)
     assert torch.allclose(layers.GELU.apply(x), ref, rtol=0, atol=1e-15)
+
+
+# ---------------------------------------------------------------- the README's examples
+
+
+def test_readme_torch_example_is_caught_with_a_counterexample(tmp_path: Any) -> None:
+    from gradcheck import load_derivations
+    from tests.conftest import readme_block
+
+    module = tmp_path / "layer_norm.py"
+    module.write_text(readme_block("torch-example"))
+    (d,) = load_derivations(str(module))
+    results = {f.wrt: run_formula(f, Settings()) for f in d.formulas}
+    assert {k: r.status for k, r in results.items()} == \
+        {"x": "fail", "gamma": "pass", "beta": "pass"}
+    bad = results["x"]
+    assert bad.failing_case is not None and bad.counterexample["mismatches"] > 0
+    assert bad.failing_result is not None and "Mismatched elements" in bad.failing_result.explain()
+
+
+def test_readme_plugin_example_over_a_module_of_torch_functions(
+        pytester: pytest.Pytester) -> None:
+    from tests.conftest import readme_block
+
+    pytester.path.joinpath("layer_norm.py").write_text(readme_block("torch-example"))
+    command = readme_block("torch-plugin-example").split("#")[0].split()
+    assert command[:2] == ["pytest", "--gradcheck"]
+    result = pytester.runpytest_subprocess(*command[1:], "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1, passed=2)
+    assert f"ran on torch {torch.__version__} on cpu: layer_norm" in result.stdout.str()
