@@ -120,3 +120,21 @@ def test_readme_jax_example_passes(tmp_path: Any) -> None:
     (f,) = d.formulas
     result = run_formula(f, Settings())
     assert result.status == "pass" and result.cases == 100, result.message
+
+
+def test_float32_keeps_the_stable_logsumexp_passing_and_a_mutant_failing() -> None:
+    f32 = Settings(examples=12, dtype="float32")
+    assert run_formula(rules.d_logsumexp.formulas[0], f32).status == "pass"
+    assert run_formula(formula("layer_norm_no_mean", "x"), f32).status == "fail"
+
+
+def test_an_unhashable_static_value_runs_eagerly() -> None:
+    @jax.custom_vjp
+    def scaled(x: Any, weights: Any) -> Any:
+        return x * sum(weights)
+
+    scaled.defvjp(lambda x, w: (scaled(x, w), w),
+                  lambda w, g: (g * sum(w), None))
+    d = Derivation.from_jax("scaled", scaled, cases=None, wrt=["x"])
+    case = {"x": np.linspace(-1.0, 1.0, 4), "weights": [0.5, 1.5]}  # a list: not hashable
+    assert check_vjp(d.forward, d.formulas[0].vjp, case, "x").status == "pass"

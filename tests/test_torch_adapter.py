@@ -287,3 +287,34 @@ def test_readme_plugin_example_over_a_module_of_torch_functions(
     result = pytester.runpytest_subprocess(*command[1:], "-p", "no:cacheprovider")
     result.assert_outcomes(failed=1, passed=2)
     assert f"ran on torch {torch.__version__} on cpu: layer_norm" in result.stdout.str()
+
+
+def test_one_backward_call_per_case_serves_every_input() -> None:
+    calls = []
+
+    class Counted(layers.Linear):
+        @staticmethod
+        def backward(ctx: Any, g: Any) -> Any:
+            calls.append(1)
+            return layers.Linear.backward(ctx, g)
+
+    d = Derivation.from_torch("counted", Counted, cases=None)
+    case = layers.FIXED["linear"]
+    g = np.random.default_rng(1).standard_normal((4, 5))
+    grads = [f.vjp(g, **case) for f in d.formulas]
+    assert len(calls) == 1 and [a.shape for a in grads] == [(4, 3), (3, 5), (5,)]
+
+
+def test_a_forward_writing_into_its_input_is_an_error() -> None:
+    class Scales(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, x: Any) -> Any:
+            return x.mul_(2.0)  # in place, without mark_dirty
+
+        @staticmethod
+        def backward(ctx: Any, g: Any) -> Any:
+            return 2 * g
+
+    d = Derivation.from_torch("scales", Scales, cases=None)
+    result = check_vjp(d.forward, d.formulas[0].vjp, {"x": np.ones((2, 2))}, "x")
+    assert result.status == "error" and "forward modified its input 'x'" in result.message
