@@ -22,10 +22,12 @@ Function, the input and what was expected: the wrong number of gradients, None f
 that requires grad, a gradient of the wrong dtype, shape or device, a write into
 ``grad_output`` or into a saved tensor.
 
-Batched evaluation: a Function that supports ``torch.vmap`` (``generate_vmap_rule = True``
-or its own ``vmap``) has its perturbed inputs evaluated in chunks through ``torch.vmap``;
-``batched="broadcast"`` declares a forward that takes a leading batch axis by itself;
-otherwise each perturbation is one call.
+Batched evaluation: the engine's chunks of perturbed inputs are evaluated through
+``torch.vmap`` over the forward's own code (its values need no autograd bookkeeping, and
+vmap over ``apply`` would need ``generate_vmap_rule``: 0.76 ms against 2.9 ms for 32 rows of
+a small layer norm); where vmap cannot run the forward, one ``apply`` a row. The single
+calls (the forward at x, and every call with ``batched=False``) run ``apply`` itself.
+``batched="broadcast"`` declares a forward that takes a leading batch axis by itself.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import torch
 from gradcheck.declare import Derivation
 from gradcheck.numeric import BATCHED_ARGUMENT
 
-BATCHING = (None, False, True, "vmap", "broadcast")
+BATCHING = (None, False, True, "vmap", "broadcast")  # None: vmap where it runs
 
 
 class BackwardContractError(RuntimeError):
@@ -59,10 +61,19 @@ def _overrides(fn: type, name: str) -> bool:
     return getattr(fn, name) is not getattr(torch.autograd.Function, name)
 
 
-def supports_vmap(fn: Any) -> bool:
-    """Whether torch.vmap can run the Function (setup_context style with a vmap rule)."""
-    return is_function(fn) and _overrides(fn, "setup_context") and (
-        bool(getattr(fn, "generate_vmap_rule", False)) or _overrides(fn, "vmap"))
+class _ValuesCtx:
+    """The ctx an old-style forward gets when only its values are wanted (batched rows):
+    what it saves or marks is dropped; anything else it asks of ctx raises, and the rows
+    are then evaluated one ``apply`` each."""
+
+    def __init__(self, needs: tuple[bool, ...]) -> None:
+        self.needs_input_grad = needs
+
+    def _drop(self, *args: Any) -> None:
+        return None
+
+    save_for_backward = save_for_forward = mark_dirty = mark_non_differentiable = _drop
+    set_materialize_grads = _drop
 
 
 def parameters(fn: Any) -> list[inspect.Parameter]:
@@ -94,6 +105,8 @@ class TorchAdapter:
         self.fn, self.names, self.wrt, self.device = fn, names, wrt, device
         self.batching = batching
         self.call: Callable[..., Any] = _checked(fn, self).apply if is_function(fn) else fn
+        self.values = self.call if not is_function(fn) else fn.forward \
+            if _overrides(fn, "setup_context") else self._old_style_values
         self.inputs: list[Any] = []  # the arguments of the call whose backward runs
 
     def tensors(self, case: Mapping[str, Any], grad: bool) -> list[Any]:
@@ -108,16 +121,32 @@ class TorchAdapter:
             args.append(v)
         return args
 
+    def _old_style_values(self, *args: Any) -> Any:
+        return self.fn.forward(_ValuesCtx(tuple(n in self.wrt for n in self.names)), *args)
+
     def forward(self, **case: Any) -> np.ndarray:
+        """A single call runs ``apply``; a batch of perturbed rows runs the forward's own
+        code (no autograd bookkeeping: 3.5 us against 62 us an apply for a small linear
+        layer) through torch.vmap, or one ``apply`` per row where vmap cannot run it."""
         batched = BATCHED_ARGUMENT.get()
         args = self.tensors(case, grad=False)
         with torch.no_grad():
-            if batched is not None and self.batching == "vmap":
-                dims = tuple(0 if n == batched else None for n in self.names)
-                out = torch.vmap(self.call, in_dims=dims)(*args)
-            else:
-                out = self.call(*args)
-        return host(out, None if batched is None else case[batched].shape[0])
+            if batched is None:
+                return host(self.call(*args), None)
+            rows = case[batched].shape[0]
+            at = self.names.index(batched)
+            if self.batching == "broadcast":
+                return host(self.values(*args), rows)
+            if self.batching in ("vmap", "auto"):
+                dims = tuple(0 if i == at else None for i in range(len(args)))
+                try:
+                    return host(torch.vmap(self.values, in_dims=dims)(*args), rows)
+                except Exception:
+                    if self.batching == "vmap":
+                        raise
+                    self.batching = "rows"  # vmap cannot run this forward: one call each
+            outs = [self.call(*args[:at], row, *args[at + 1:]) for row in args[at]]
+        return np.stack([host(o, None) for o in outs])
 
     def backward(self, dy: np.ndarray, **case: Any) -> tuple[np.ndarray, ...]:
         """The gradients of every checked input from one forward and one backward."""
@@ -254,8 +283,10 @@ def derivation(
     inputs are the case's keys; ``wrt`` names those that require grad, one formula each
     (default: the inputs without a default value). ``device`` defaults to CUDA when present,
     else the CPU; ``dtype`` to float32 on CUDA, else the run's (float64 unless asked).
-    ``batched``: None picks torch.vmap when the Function supports it, ``"broadcast"`` (or
-    True) declares a forward that takes a leading batch axis itself, False one call each.
+    ``batched``: None evaluates batches of perturbed rows through torch.vmap over the
+    forward's own code, or one ``apply`` a row where vmap cannot run it; ``"vmap"`` insists
+    (a forward vmap cannot run is an error); ``"broadcast"`` (or True) declares a forward
+    that takes a leading batch axis itself; False: one ``apply`` per perturbation.
     ``expect`` is one expectation for every formula or one per input name.
     """
     params = parameters(function)
@@ -267,14 +298,8 @@ def derivation(
                              f"{_name(function)}; its inputs are {names}")
     if batched not in BATCHING:
         raise ValueError(f"{name}: batched must be one of {BATCHING}, got batched={batched!r}")
-    if batched is None:
-        batching = "vmap" if supports_vmap(function) else None
-    else:
-        batching = "broadcast" if batched is True else (batched or None)
-    if batching == "vmap" and not supports_vmap(function):
-        raise ValueError(f"{name}: batched='vmap' needs a Function with setup_context and "
-                         f"generate_vmap_rule = True (or a vmap staticmethod); "
-                         f"{_name(function)} has neither")
+    batching = "auto" if batched is None else "broadcast" if batched is True \
+        else None if batched is False else str(batched)
     dev = torch.device(device or default_device())
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"{name}: device={device!r} asked for, but torch sees no CUDA device")
