@@ -147,7 +147,14 @@ class Derivation:
 
 def _adapter(framework: str) -> Any:
     """gradcheck.torch or gradcheck.jax, imported only when a derivation asks for it."""
-    return importlib.import_module(f"gradcheck.{framework}")
+    try:
+        return importlib.import_module(f"gradcheck.{framework}")
+    except ModuleNotFoundError as exc:
+        if exc.name != framework:
+            raise
+        raise ModuleNotFoundError(
+            f"Derivation.from_{framework} needs {framework}, which is not installed: "
+            f"pip install 'gradcheck[{framework}]'", name=framework) from exc
 
 
 def _import(spec: str) -> Any:

@@ -348,3 +348,11 @@ def test_a_forward_writing_into_its_input_is_an_error() -> None:
     d = Derivation.from_torch("scales", Scales, cases=None)
     result = check_vjp(d.forward, d.formulas[0].vjp, {"x": np.ones((2, 2))}, "x")
     assert result.status == "error" and "forward modified its input 'x'" in result.message
+
+
+def test_without_torch_the_declaration_says_what_to_install() -> None:
+    code = ("import sys; sys.modules['torch'] = None; from gradcheck import Derivation\n"
+            "try:\n    Derivation.from_torch('f', object, cases=None)\n"
+            "except ModuleNotFoundError as e:\n    print(e)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "pip install 'gradcheck[torch]'" in out.stdout, out.stderr
