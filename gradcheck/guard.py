@@ -19,8 +19,7 @@ from typing import Any
 import numpy as np
 
 from gradcheck.errors import InvalidCase
-
-MODES = ("auto", "exhaustive", "directional")
+from gradcheck.settings import MODES
 
 
 class Broken(Exception):

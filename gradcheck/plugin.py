@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from gradcheck import settings
 
 RESULT_KEY = "gradcheck_result"
 results_key = pytest.StashKey[dict[str, dict[str, Any]]]()
@@ -30,27 +31,32 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--gradcheck-module", action="append", default=[], metavar="NAME_OR_PATH",
                     help="A formula module to check (repeatable); default: ./derivations.")
     group.addoption("--gradcheck-examples", type=int, default=None, metavar="N",
-                    help="Hypothesis cases per formula (default 100).")
+                    help=f"{settings.HELP['examples']} (default {settings.EXAMPLES}).")
     group.addoption("--gradcheck-seed", type=int, default=None, metavar="S",
-                    help="Seed for the cases and upstream gradients (default 0).")
-    group.addoption("--gradcheck-mode", choices=("auto", "exhaustive", "directional"),
-                    default=None, help="How gradients are compared (default auto).")
+                    help=f"{settings.HELP['seed']} (default {settings.SEED}).")
+    group.addoption("--gradcheck-mode", choices=settings.MODES, default=None,
+                    help=f"{settings.HELP['mode']} (default {settings.MODE}).")
     group.addoption("--gradcheck-report", default=None, metavar="FILE",
                     help="Write the JSON report (schema gradcheck-report/1) here.")
     group.addoption("--gradcheck-html", default=None, metavar="FILE",
                     help="Write the self-contained HTML report here (plots need matplotlib).")
     parser.addini("gradcheck_modules", type="linelist", default=[],
                   help="Formula modules to check, by dotted name or path.")
-    parser.addini("gradcheck_examples", type="int", default=100,
-                  help="Hypothesis cases per formula.")
-    parser.addini("gradcheck_seed", type="int", default=0, help="Seed for gradcheck runs.")
-    parser.addini("gradcheck_mode", type="string", default="auto",
-                  help="auto, exhaustive or directional.")
+    parser.addini("gradcheck_examples", type="int", default=settings.EXAMPLES,
+                  help=settings.HELP["examples"])
+    parser.addini("gradcheck_seed", type="int", default=settings.SEED, help=settings.HELP["seed"])
+    parser.addini("gradcheck_mode", type="string", default=settings.MODE,
+                  help=f"{settings.HELP['mode']}: {', '.join(settings.MODES)}.")
 
 
 def _setting(config: pytest.Config, name: str) -> Any:
     value = config.getoption(f"gradcheck_{name}")
     return config.getini(f"gradcheck_{name}") if value is None else value
+
+
+def _settings(config: pytest.Config) -> settings.Settings:
+    return settings.Settings(examples=_setting(config, "examples"),
+                             seed=_setting(config, "seed"), mode=_setting(config, "mode"))
 
 
 def _module_path(spec: str, root: Path) -> Path:
@@ -61,10 +67,6 @@ def _module_path(spec: str, root: Path) -> Path:
     if found is None or not found.origin:
         raise pytest.UsageError(f"--gradcheck-module: cannot find module {spec!r}")
     return Path(found.origin).resolve()
-
-
-def _terminate(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -85,11 +87,8 @@ def pytest_configure(config: pytest.Config) -> None:
     for p in paths:
         if not p.is_file():
             raise pytest.UsageError(f"--gradcheck-module: no such file {p}")
-    from gradcheck.runner import Settings
-
     try:  # a bad ini value or option is a usage error now, not a failure in every item
-        Settings(examples=_setting(config, "examples"), seed=_setting(config, "seed"),
-                 mode=_setting(config, "mode"))
+        _settings(config)
     except ValueError as exc:
         raise pytest.UsageError(f"gradcheck: {exc}") from exc
     from gradcheck.report import unwritable
@@ -100,7 +99,7 @@ def pytest_configure(config: pytest.Config) -> None:
         if problem:
             raise pytest.UsageError(f"--{option.replace('_', '-')}: {problem}")
     if not hasattr(config, "workerinput"):  # SIGTERM ends the run like Ctrl-C: reports kept
-        config.stash[sigterm_key] = signal.signal(signal.SIGTERM, _terminate)
+        config.stash[sigterm_key] = settings.end_on_sigterm()
     config.stash[modules_key] = paths
     config.stash[results_key] = {}
     config.pluginmanager.register(Collector(config), "gradcheck-collector")
@@ -118,6 +117,8 @@ def _ours(path: Path, parent: pytest.Collector) -> bool:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     if sigterm_key in config.stash:
+        import signal
+
         signal.signal(signal.SIGTERM, config.stash[sigterm_key])
 
 
@@ -169,12 +170,9 @@ class FormulaItem(pytest.Item):
 
     def runtest(self) -> None:
         from gradcheck.errors import GradientMismatch
-        from gradcheck.runner import Settings, run_formula
+        from gradcheck.runner import run_formula
 
-        config = self.config
-        settings = Settings(examples=_setting(config, "examples"),
-                            seed=_setting(config, "seed"), mode=_setting(config, "mode"))
-        r = run_formula(self.formula, settings)
+        r = run_formula(self.formula, _settings(self.config))
         record = r.to_dict()
         self.user_properties += [(k, record[k]) for k in (
             "status", "expect", "cases", "max_rel_error", "median_rel_error")]
@@ -219,15 +217,13 @@ class Collector:
         from dataclasses import fields
 
         from gradcheck.runall import Run
-        from gradcheck.runner import FormulaResult, Settings
+        from gradcheck.runner import FormulaResult
 
         names = {f.name for f in fields(FormulaResult) if f.init}
         records = self.config.stash[results_key]
         results = [FormulaResult(**{k: v for k, v in records[i].items() if k in names})
                    for i in sorted(records)]
-        settings = Settings(examples=_setting(self.config, "examples"),
-                            seed=_setting(self.config, "seed"), mode=_setting(self.config, "mode"))
-        return Run(settings, results, seconds=sum(r.seconds for r in results))
+        return Run(_settings(self.config), results, seconds=sum(r.seconds for r in results))
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.config.stash[results_key]:

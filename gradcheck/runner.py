@@ -19,33 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from gradcheck.check import MODES, check_vjp
+from gradcheck.check import check_vjp
 from gradcheck.declare import Formula
 from gradcheck.errors import InvalidCase
 from gradcheck.result import CaseResult
+from gradcheck.settings import Settings
 from gradcheck.sweep import step_sweep
 
 SEVERITY = {"pass": 0, "nonsmooth": 1, "fail": 2, "error": 3}
-DTYPES = ("float64", "float32")
-
-
-@dataclass
-class Settings:
-    examples: int = 100
-    seed: int = 0
-    mode: str = "auto"
-    dtype: str = "float64"
-
-    def __post_init__(self) -> None:
-        if isinstance(self.examples, bool) or not isinstance(self.examples, int) \
-                or self.examples < 1:
-            raise ValueError(f"examples must be an integer >= 1, got examples={self.examples!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"seed must be an integer, got seed={self.seed!r}")
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got mode={self.mode!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {DTYPES}, got dtype={self.dtype!r}")
 
 
 @dataclass

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cli import builtin_modules
+from gradcheck.cli import builtin_modules
 from gradcheck.declare import collect_formulas
 from gradcheck.runner import Settings, run_formula
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import cli
 import gradcheck.runall as runall
 import gradcheck.runner as runner
+from gradcheck import cli
 from gradcheck.declare import collect_formulas
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -447,11 +447,23 @@ def test_default_catalogue_run_is_as_expected_and_the_same_with_jobs_2():
     assert without_seconds(report_of(parallel)) == without_seconds(data)
 
 
-def test_runs_as_a_script():
-    done = subprocess.run([sys.executable, "cli.py", "list", "linear.dx"], cwd=ROOT,
+def test_runs_as_a_script(tmp_path):
+    """The checkout's cli.py finds the checkout's catalogue from any directory."""
+    done = subprocess.run([sys.executable, str(ROOT / "cli.py"), "list", "linear.dx"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[0] == "linear.dx[as-written]"
+
+
+def test_runs_as_an_installed_module(tmp_path):
+    """`python -m gradcheck` takes the catalogue from ./derivations, if there is one."""
+    done = subprocess.run([sys.executable, "-m", "gradcheck", "list", "linear.dx"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[0] == "linear.dx[as-written]"
+    elsewhere = subprocess.run([sys.executable, "-m", "gradcheck", "list"], cwd=tmp_path,
+                               capture_output=True, text=True, timeout=60)
+    assert elsewhere.returncode == 2 and "Usage: gradcheck list" in elsewhere.stderr
 
 
 @pytest.mark.parametrize("command", ["list", "check", "explain"])

@@ -19,8 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-import cli
 import gradcheck as gc
+from gradcheck import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 FAULTS = "tests/fixtures/faults.py"

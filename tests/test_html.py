@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import cli
 import gradcheck.html
+from gradcheck import cli
 from gradcheck.declare import collect_formulas
 from gradcheck.report import render_html
 from gradcheck.runall import run_all

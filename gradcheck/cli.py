@@ -1,0 +1,308 @@
+"""gradcheck's command line: list, check, explain and sweep hand-derived gradient formulas.
+
+Run as ``gradcheck ...`` or ``python -m gradcheck ...`` once installed, or from a checkout
+as ``python cli.py ...``. The built-in catalogue is every module in the checkout's
+``derivations/`` (outside a checkout: ``./derivations`` if present); ``--module
+NAME_OR_PATH`` adds your own (loading a module runs its code).
+
+A PATTERN selects formulas by id: the exact id, a glob (``*`` and ``?``; brackets are
+literal, as in ``linear.d*[reference]``), or otherwise a substring (``maxpool``).
+
+Exit codes: 0 every formula's outcome matches its expectation; 1 one does not; 2 usage
+error (unknown formula, module that does not load, bad option, unwritable --output);
+3 internal error; 130 interrupted (the report then holds the formulas finished so far).
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+
+from gradcheck import settings
+
+EXIT_OK, EXIT_MISMATCH, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+CATALOGUE: dict[str, Path] = {}  # "root": the folder holding derivations/; cwd if unset
+
+
+def use_catalogue(root: Path) -> None:
+    """Take the built-in catalogue from ``root/derivations`` (the checkout's cli.py does)."""
+    CATALOGUE["root"] = root
+
+
+def builtin_modules() -> list[str]:
+    root = CATALOGUE.get("root", Path.cwd())
+    if str(root) not in sys.path:  # the catalogue's modules are imported as derivations.*
+        sys.path.insert(0, str(root))
+    return sorted(f"derivations.{p.stem}" for p in (root / "derivations").glob("*.py")
+                  if p.stem != "__init__")
+
+
+def matches(pattern: str, fid: str) -> bool:
+    """Exact id, glob with ``*``/``?`` (brackets literal), or substring."""
+    if pattern == fid:
+        return True
+    if "*" in pattern or "?" in pattern:
+        return fnmatch.fnmatchcase(fid, pattern.replace("[", "[[]"))
+    return pattern in fid
+
+
+def suggestions(pattern: str, formulas: list[Any]) -> list[str]:
+    """Close names for an unknown pattern: ids, ``name.dwrt`` and derivation names."""
+    names = sorted({f.id for f in formulas} | {f"{f.derivation.name}.d{f.wrt}" for f in formulas}
+                   | {f.derivation.name for f in formulas})
+    folded = [n for n in names if pattern.lower() in n.lower()]
+    close = difflib.get_close_matches(pattern, names, n=3, cutoff=0.6)
+    close += difflib.get_close_matches(pattern.lower(), [n.lower() for n in names], n=3,
+                                       cutoff=0.6)
+    shown: list[str] = []
+    for name in folded + close:
+        real = next(n for n in names if n.lower() == name.lower())
+        if real not in shown:
+            shown.append(real)
+    return shown[:3]
+
+
+def select(modules: list[str], patterns: tuple[str, ...]) -> list[Any]:
+    """The formulas of ``modules`` whose ids match any pattern, sorted by id."""
+    from gradcheck.declare import collect_formulas
+    from gradcheck.errors import LoadError
+
+    try:
+        formulas = collect_formulas(modules)
+    except LoadError as exc:
+        raise click.UsageError(str(exc)) from exc
+    if not formulas:
+        raise click.UsageError(f"no formulas found in {', '.join(modules)}: their derivations "
+                               "register none")
+    chosen: dict[str, Any] = {}
+    for pattern in patterns:
+        hits = [f for f in formulas if matches(pattern, f.id)]
+        if not hits:
+            close = suggestions(pattern, formulas)
+            hint = f"; did you mean {', '.join(close)}?" if close else \
+                "; `python cli.py list` shows them all"
+            raise click.UsageError(f"no formula matches {pattern!r}{hint}")
+        chosen.update((f.id, f) for f in hits)
+    return formulas if not patterns else [chosen[k] for k in sorted(chosen)]
+
+
+def module_options(fn: Any) -> Any:
+    fn = click.option("--module", "-m", "modules", multiple=True, metavar="NAME_OR_PATH",
+                      help="Also load formulas from this module, by dotted name or .py path "
+                      "(repeatable).")(fn)
+    return click.option("--builtin/--no-builtin", default=True, show_default=True,
+                        help="Include the built-in catalogue in derivations/.")(fn)
+
+
+def modules_of(builtin: bool, modules: tuple[str, ...]) -> list[str]:
+    chosen = list(dict.fromkeys((builtin_modules() if builtin else []) + list(modules)))
+    if not chosen:
+        raise click.UsageError("no modules to load: give --module or drop --no-builtin")
+    return chosen
+
+
+def run_options(fn: Any) -> Any:
+    for decorator in reversed([
+        click.option("--examples", "-n", type=click.IntRange(min=1), default=settings.EXAMPLES,
+                     show_default=True, help=settings.HELP["examples"]),
+        click.option("--seed", type=int, default=settings.SEED, show_default=True,
+                     help=settings.HELP["seed"]),
+        click.option("--mode", type=click.Choice(settings.MODES), default=settings.MODE,
+                     show_default=True, help=settings.HELP["mode"]),
+    ]):
+        fn = decorator(fn)
+    return fn
+
+
+def writable_output(ctx: click.Context, param: click.Parameter, value: Path | None) -> Any:
+    """Check --output before the run: its folder exists and a file can be created there."""
+    from gradcheck.report import unwritable
+
+    if value is None or str(value) == "-":
+        return None  # stdout
+    problem = unwritable(value)
+    if problem:
+        raise click.BadParameter(problem, ctx, param)
+    return value
+
+
+class OutputError(click.ClickException):
+    exit_code = EXIT_USAGE
+
+
+def stderr_is_tty() -> bool:
+    return sys.stderr.isatty()
+
+
+def use_color(stream: Any) -> bool:
+    """Colour only on a terminal, and never with NO_COLOR set (https://no-color.org)."""
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
+class Cli(click.Group):
+    """Click's usage errors exit 2; Ctrl-C exits 130; anything unexpected exits 3."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("\ngradcheck: interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+        except Exception:
+            click.echo("gradcheck: internal error, please report it:\n" + traceback.format_exc(),
+                       err=True)
+            ctx.exit(EXIT_INTERNAL)
+
+
+@click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Check hand-derived gradients against central finite differences."""
+
+
+@main.command("list")
+@click.argument("patterns", nargs=-1)
+@module_options
+def list_cmd(patterns: tuple[str, ...], builtin: bool, modules: tuple[str, ...]) -> None:
+    """List the formulas found, with source, variant and expectation."""
+    formulas = select(modules_of(builtin, modules), patterns)
+    width = max(len(f.id) for f in formulas)
+    for f in formulas:
+        origin = f.source or f.derivation.module
+        click.echo(f"{f.id:<{width}}  {f.variant:<10}  expect {f.expect:<9}  {origin}")
+
+
+def _progress(fid: str, done: int, total: int) -> None:
+    width = 20
+    filled = width * done // max(total, 1)
+    bar = "#" * filled + "-" * (width - filled)
+    click.echo(f"\r\x1b[2K[{bar}] {done}/{total} {fid}", err=True, nl=False)
+
+
+@main.command()
+@click.argument("patterns", nargs=-1)
+@run_options
+@click.option("--format", "fmt",
+              type=click.Choice(["table", "json", "markdown", "junit", "html"]),
+              default="table", show_default=True,
+              help="Report format (html: self-contained page with plots; needs matplotlib).")
+@click.option("--output", "-o", type=click.Path(path_type=Path), callback=writable_output,
+              default=None, help="Write the report here (atomically); '-' or none: stdout.")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes.")
+@module_options
+def check(patterns: tuple[str, ...], examples: int, seed: int, mode: str, fmt: str,
+          output: Path | None, jobs: int, builtin: bool, modules: tuple[str, ...]) -> None:
+    """Check formulas over property-generated cases and report per formula."""
+    from gradcheck.report import RENDERERS, render_table, write_atomic
+    from gradcheck.runall import run_all
+
+    chosen = modules_of(builtin, modules)
+    formulas = select(chosen, patterns)
+    show = stderr_is_tty()
+    settings.end_on_sigterm()
+    run = run_all(formulas, settings.Settings(examples=examples, seed=seed, mode=mode),
+                  _progress if show else None, jobs=jobs, modules=chosen)
+    if show:
+        click.echo("\r\x1b[2K", err=True, nl=False)
+    if fmt == "table":
+        text = render_table(run, color=output is None and use_color(sys.stdout))
+    else:
+        text = RENDERERS[fmt](run)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        try:
+            write_atomic(output, text)
+        except OSError as exc:
+            raise OutputError(f"could not write the report to {str(output)!r}: "
+                              f"{exc.strerror or exc}") from exc
+        click.echo(f"report written to {output}", err=True)
+    if run.interrupted:
+        click.echo("interrupted: the report holds the formulas finished so far", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    broken = [r.id for r in run.results if r.internal]
+    if broken:
+        click.echo(f"gradcheck: internal error (a bug in gradcheck, please report it) while "
+                   f"checking {', '.join(broken)}; see the report", err=True)
+        sys.exit(EXIT_INTERNAL)
+    sys.exit(EXIT_OK if run.ok else EXIT_MISMATCH)
+
+
+def one_formula(formula: str, builtin: bool, modules: tuple[str, ...]) -> Any:
+    found = select(modules_of(builtin, modules), (formula,))
+    exact = [f for f in found if f.id == formula]
+    if len(found) > 1 and not exact:
+        raise click.UsageError(f"{formula!r} matches {len(found)} formulas: "
+                               + ", ".join(f.id for f in found) + "; give one id")
+    return (exact or found)[0]
+
+
+@main.command()
+@click.argument("formula")
+@run_options
+@module_options
+def explain(formula: str, examples: int, seed: int, mode: str, builtin: bool,
+            modules: tuple[str, ...]) -> None:
+    """Show a formula, a fresh verdict, its minimal counterexample and where it is wrong."""
+    from gradcheck.report import error_grid
+    from gradcheck.runner import run_formula
+
+    f = one_formula(formula, builtin, modules)
+    click.echo(f"{f.id}   ({f.source or f.derivation.module}; variant {f.variant}, "
+               f"expect {f.expect})")
+    if f.text:
+        click.echo(f"  {f.text}")
+    if f.derivation.runs_on:
+        click.echo(f"  ran on {f.derivation.runs_on}")
+    r = run_formula(f, settings.Settings(examples=examples, seed=seed, mode=mode))
+    worst = "-" if r.max_rel_error is None else f"{r.max_rel_error:.3g}"
+    click.echo(f"\nVerdict: {r.status} over {r.cases} cases "
+               f"({'as expected' if r.matches_expectation else 'NOT as expected'}); "
+               f"max relative error {worst}")
+    if r.coverage:
+        click.echo("Coverage: " + ", ".join(f"{k} {v}" for k, v in r.coverage.items()))
+    if r.failing_result is None:
+        if r.message:
+            click.echo("\n" + r.message)
+    else:
+        title = "Minimal counterexample" if r.status in ("fail", "error") else "Case at a kink"
+        click.echo(f"\n{title}:\n" + r.failing_result.explain())
+        if r.failing_result.status != "error":
+            click.echo("\n" + error_grid(r.failing_result))
+    sys.exit(EXIT_INTERNAL if r.internal else EXIT_OK if r.matches_expectation else EXIT_MISMATCH)
+
+
+@main.command()
+@click.argument("formula")
+@run_options
+@module_options
+def sweep(formula: str, examples: int, seed: int, mode: str, builtin: bool,
+          modules: tuple[str, ...]) -> None:
+    """Print the error of a central difference against the step h, for one case."""
+    from gradcheck.runner import run_formula
+    from gradcheck.sweep import sweep_table
+
+    f = one_formula(formula, builtin, modules)
+    r = run_formula(f, settings.Settings(examples=examples, seed=seed, mode=mode))
+    if r.sweep is None:
+        raise click.ClickException(f"{f.id}: no case to sweep ({r.status}: {r.message})")
+    which = "the minimal counterexample" if r.failing_case is not None else "the last case"
+    click.echo(f"{f.id}: step-size curve along a random direction, on {which}")
+    click.echo(sweep_table(r.sweep))
+
+
+if __name__ == "__main__":
+    main()
