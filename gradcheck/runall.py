@@ -5,6 +5,7 @@ Ctrl-C keeps every formula finished so far and marks the run interrupted.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -82,10 +83,18 @@ def _run_in_worker(formula_id: str, settings: Settings) -> FormulaResult:
 def _run_parallel(
     run: Run, formulas: list[Formula], modules: list[str], jobs: int, progress: Progress | None
 ) -> None:
+    import multiprocessing
     from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 
+    # Formulas of torch or jax code load frameworks that run threads (OpenMP, XLA's pools):
+    # a fork copies their locks but not their threads, and a worker can deadlock. Workers
+    # then start from a fresh interpreter (they load the modules by name anyway).
+    fresh = any(m in sys.modules for m in ("torch", "jax")) \
+        and "forkserver" in multiprocessing.get_all_start_methods()
     pool = ProcessPoolExecutor(min(jobs, len(formulas)), initializer=_load_worker,
-                               initargs=(modules,))
+                               initargs=(modules,),
+                               mp_context=multiprocessing.get_context(
+                                   "forkserver" if fresh else None))
     futures: dict[Future[FormulaResult], Formula] = {}
     collected: set[str] = set()
 

@@ -356,3 +356,16 @@ def test_without_torch_the_declaration_says_what_to_install() -> None:
             "except ModuleNotFoundError as e:\n    print(e)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "pip install 'gradcheck[torch]'" in out.stdout, out.stderr
+
+
+def test_worker_processes_start_fresh_and_agree_with_a_serial_run() -> None:
+    from gradcheck import collect_formulas
+    from gradcheck.runall import run_all
+
+    modules = ["tests/fixtures/torch_layers.py"]
+    formulas = [f for f in collect_formulas(modules) if f.derivation.name.startswith("gate")]
+    settings = Settings(examples=5)
+    serial = run_all(formulas, settings)
+    parallel = run_all(formulas, settings, jobs=2, modules=modules)  # forkserver: torch loaded
+    assert [(r.id, r.status, r.cases) for r in parallel.results] == \
+        [(r.id, r.status, r.cases) for r in serial.results]
