@@ -7,9 +7,18 @@ every pytest start-up) costs nothing until the engine is used.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:  # type checkers see the real signatures; at run time they load lazily
+    from gradcheck import strategies
+    from gradcheck.check import assert_vjp, check_vjp
+    from gradcheck.compare import RULE
+    from gradcheck.declare import Derivation, Formula, collect_formulas, load_derivations
+    from gradcheck.errors import GradcheckError, GradientMismatch, InvalidCase, LoadError
+    from gradcheck.numeric import numeric_gradient
+    from gradcheck.result import CaseResult
 
 _WHERE = {
     "check_vjp": "gradcheck.check",
@@ -19,7 +28,7 @@ _WHERE = {
     "RULE": "gradcheck.compare",
     "Derivation": "gradcheck.declare",
     "Formula": "gradcheck.declare",
-    "Layer": "gradcheck.forms",
+    "Layer": "gradcheck.layers",
     "load_derivations": "gradcheck.declare",
     "collect_formulas": "gradcheck.declare",
     "GradcheckError": "gradcheck.errors",
@@ -28,7 +37,11 @@ _WHERE = {
     "LoadError": "gradcheck.errors",
 }
 
-__all__ = sorted(_WHERE) + ["strategies"]
+__all__ = [  # written out, so that linters and type checkers read it; = _WHERE + strategies
+    "CaseResult", "Derivation", "Formula", "GradcheckError", "GradientMismatch",
+    "InvalidCase", "LoadError", "RULE", "assert_vjp", "check_vjp", "collect_formulas",
+    "load_derivations", "numeric_gradient", "strategies",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -31,7 +31,15 @@ from gradcheck.guard import (  # noqa: F401 (MODES: part of check's interface)
     prepare,
     unchanged,
 )
-from gradcheck.numeric import DEFAULT_BUDGET, Loss, eps_of, estimate_noise, loss_rows, max_abs
+from gradcheck.numeric import (
+    DEFAULT_BUDGET,
+    Loss,
+    call_batched,
+    eps_of,
+    estimate_noise,
+    loss_rows,
+    max_abs,
+)
 from gradcheck.result import CaseResult, Element
 from gradcheck.verdict import REPORTED, Verdicts, compare_elements, directional
 
@@ -88,6 +96,7 @@ def check_vjp(
     result.mode = mode
     fwd, back = guard(forward, "forward"), guard(vjp, "vjp")
     rng = np.random.Generator(np.random.PCG64(_seed_sequence(seed)))  # = default_rng(seed)
+    g = None
     try:
         before = digests(arrays)
         y = as_float_array(fwd(**case), "forward", None)
@@ -95,7 +104,7 @@ def check_vjp(
         if upstream is None:
             g = rng.standard_normal(y.shape).astype(target)
         else:
-            g = np.ascontiguousarray(upstream, dtype=target)
+            g = np.array(upstream, dtype=target, order="C")  # 0-d stays 0-d
             if g.shape != y.shape:
                 raise InvalidCase(f"upstream has shape {g.shape}; forward returns {y.shape}")
         g_before = digests({"dy": g})
@@ -140,7 +149,47 @@ def check_vjp(
         result.analytic = a
     except Broken as exc:
         result.status, result.message = "error", str(exc)
+    if batched and result.status != "pass":  # a wrong batched=True shows as anything else
+        wrong = batch_claim_broken(fwd, case, wrt)
+        if wrong:
+            result.status, result.message, result.diagnosis = "error", wrong, ""
+    result.upstream = g
     return result
+
+
+def batch_claim_broken(forward: Callable[..., Any], case: dict[str, Any], wrt: str) -> str:
+    """Why ``forward`` does not broadcast over a leading batch axis of ``case[wrt]``, or "".
+
+    Two rows, x and a changed x, are evaluated in one call and each alone; a forward that
+    broadcasts gives each row what the single call gives (to rounding). A forward whose
+    single calls already differ is nondeterministic, which is not this question.
+    """
+    x = case[wrt]
+    rows = np.stack([x, x * 0.5 + 0.25])
+    claim = "forward does not broadcast over a leading batch axis (declared batched=True)"
+    try:
+        alone = [np.asarray(forward(**{**case, wrt: r}), dtype=np.float64) for r in rows]
+        again = np.asarray(forward(**{**case, wrt: rows[0]}), dtype=np.float64)
+    except (Broken, TypeError, ValueError):  # single calls fail too: not a batching problem
+        return ""
+    if again.shape != alone[0].shape or not np.array_equal(again, alone[0], equal_nan=True):
+        return ""  # nondeterministic alone: the message already says so
+    try:
+        together = np.asarray(call_batched(forward, case, wrt, rows), dtype=np.float64)
+    except (Broken, TypeError, ValueError) as exc:
+        return f"{claim}: {exc}; declare batched=False"
+    if together.shape != (2, *alone[0].shape):
+        return (f"{claim}: on inputs {rows.shape} it returned shape {together.shape}, not "
+                f"{(2, *alone[0].shape)}; declare batched=False")
+    scale = max(max_abs(a) for a in alone) + max_abs(x) + 1.0
+    tol = compare.SAFETY * eps_of(x.dtype) * scale * max(1, x.size)
+    for r in range(2):
+        a, b = together[r], alone[r]
+        if not np.all((np.abs(a - b) <= tol) | (a == b) | (np.isnan(a) & np.isnan(b))):
+            return (f"{claim}: row {r} of a batched call differs from the same input alone "
+                    f"(max difference {float(np.nanmax(np.abs(a - b))):.3g}); "
+                    "declare batched=False")
+    return ""
 
 
 def _fill(result: CaseResult, a: np.ndarray, v: Verdicts, shape: tuple[int, ...]) -> None:

@@ -8,9 +8,10 @@ NAME_OR_PATH`` adds your own (loading a module runs its code).
 A PATTERN selects formulas by id: the exact id, a glob (``*`` and ``?``; brackets are
 literal, as in ``linear.d*[reference]``), or otherwise a substring (``maxpool``).
 
-Exit codes: 0 every formula's outcome matches its expectation; 1 one does not; 2 usage
-error (unknown formula, module that does not load, bad option, unwritable --output);
-3 internal error; 130 interrupted (the report then holds the formulas finished so far).
+Exit codes: 0 every formula's outcome matches its expectation (or ``check
+--report-only``: whatever the outcomes); 1 one does not; 2 usage error (unknown formula,
+module that does not load, bad option, unwritable --output); 3 internal error; 130
+interrupted (the report then holds the formulas finished so far).
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def select(modules: list[str], patterns: tuple[str, ...]) -> list[Any]:
         if not hits:
             close = suggestions(pattern, formulas)
             hint = f"; did you mean {', '.join(close)}?" if close else \
-                "; `python cli.py list` shows them all"
+                "; the list command shows them all"
             raise click.UsageError(f"no formula matches {pattern!r}{hint}")
         chosen.update((f.id, f) for f in hits)
     return formulas if not patterns else [chosen[k] for k in sorted(chosen)]
@@ -97,14 +98,24 @@ def select(modules: list[str], patterns: tuple[str, ...]) -> list[Any]:
 
 def module_options(fn: Any) -> Any:
     fn = click.option("--module", "-m", "modules", multiple=True, metavar="NAME_OR_PATH",
-                      help="Also load formulas from this module, by dotted name or .py path "
-                      "(repeatable).")(fn)
-    return click.option("--builtin/--no-builtin", default=True, show_default=True,
-                        help="Include the built-in catalogue in derivations/.")(fn)
+                      help="Check the formulas of this module (repeatable): a dotted name, "
+                      "found from the current directory then sys.path, or a .py path relative "
+                      "to the current directory.")(fn)
+    return click.option("--builtin/--no-builtin", default=None,
+                        help="Add the built-in catalogue (derivations/) to the modules given "
+                        "(without --module it is checked alone).")(fn)
 
 
-def modules_of(builtin: bool, modules: tuple[str, ...]) -> list[str]:
-    chosen = list(dict.fromkeys((builtin_modules() if builtin else []) + list(modules)))
+def modules_of(builtin: bool | None, modules: tuple[str, ...]) -> list[str]:
+    """The modules named; the built-in catalogue instead when none is, or with --builtin."""
+    if builtin is None:
+        builtin = not modules
+    catalogue = builtin_modules() if builtin else []
+    if builtin and not catalogue:
+        where = CATALOGUE.get("root", Path.cwd()) / "derivations"
+        raise click.UsageError(f"no built-in catalogue: {str(where)!r} has no modules; give "
+                               "--module NAME_OR_PATH")
+    chosen = list(dict.fromkeys(catalogue + list(modules)))
     if not chosen:
         raise click.UsageError("no modules to load: give --module or drop --no-builtin")
     return chosen
@@ -112,12 +123,14 @@ def modules_of(builtin: bool, modules: tuple[str, ...]) -> list[str]:
 
 def run_options(fn: Any) -> Any:
     for decorator in reversed([
-        click.option("--examples", "-n", type=click.IntRange(min=1), default=settings.EXAMPLES,
+        click.option("--examples", type=click.IntRange(min=1), default=settings.EXAMPLES,
                      show_default=True, help=settings.HELP["examples"]),
         click.option("--seed", type=int, default=settings.SEED, show_default=True,
                      help=settings.HELP["seed"]),
         click.option("--mode", type=click.Choice(settings.MODES), default=settings.MODE,
                      show_default=True, help=settings.HELP["mode"]),
+        click.option("--dtype", type=click.Choice(settings.DTYPES), default=settings.DTYPE,
+                     show_default=True, help=settings.HELP["dtype"]),
     ]):
         fn = decorator(fn)
     return fn
@@ -175,7 +188,7 @@ def main() -> None:
 @main.command("list")
 @click.argument("patterns", nargs=-1)
 @module_options
-def list_cmd(patterns: tuple[str, ...], builtin: bool, modules: tuple[str, ...]) -> None:
+def list_cmd(patterns: tuple[str, ...], builtin: bool | None, modules: tuple[str, ...]) -> None:
     """List the formulas found, with source, variant and expectation."""
     formulas = select(modules_of(builtin, modules), patterns)
     width = max(len(f.id) for f in formulas)
@@ -191,6 +204,19 @@ def _progress(fid: str, done: int, total: int) -> None:
     click.echo(f"\r\x1b[2K[{bar}] {done}/{total} {fid}", err=True, nl=False)
 
 
+def jobs_type(ctx: click.Context | None, param: click.Parameter | None, value: Any) -> int:
+    """A count of worker processes, or 'auto' (one per CPU), as pytest-xdist's -n takes."""
+    if value in (None, "auto"):
+        return os.cpu_count() or 1 if value == "auto" else 1
+    try:
+        jobs = int(value)
+    except ValueError:
+        raise click.BadParameter(f"expected a count >= 1 or 'auto', got {value!r}") from None
+    if jobs < 1:
+        raise click.BadParameter(f"expected a count >= 1 or 'auto', got {value!r}")
+    return jobs
+
+
 @main.command()
 @click.argument("patterns", nargs=-1)
 @run_options
@@ -199,24 +225,34 @@ def _progress(fid: str, done: int, total: int) -> None:
               default="table", show_default=True,
               help="Report format (html: self-contained page with plots; needs matplotlib).")
 @click.option("--output", "-o", type=click.Path(path_type=Path), callback=writable_output,
-              default=None, help="Write the report here (atomically); '-' or none: stdout.")
-@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Worker processes.")
+              default=None, help="Write the report here (atomically); '-' or none: stdout. "
+              "Counterexamples too large to inline go to .npz files in FILE.cases/.")
+@click.option("--jobs", "-j", "-n", default="1", callback=jobs_type, metavar="N|auto",
+              show_default=True, help="Worker processes (-n as in pytest-xdist).")
+@click.option("--report-only", is_flag=True, default=settings.REPORT_ONLY,
+              help=settings.HELP["report_only"] + " Exit 0 once the report is written.")
 @module_options
-def check(patterns: tuple[str, ...], examples: int, seed: int, mode: str, fmt: str,
-          output: Path | None, jobs: int, builtin: bool, modules: tuple[str, ...]) -> None:
+def check(patterns: tuple[str, ...], examples: int, seed: int, mode: str, dtype: str, fmt: str,
+          output: Path | None, jobs: int, report_only: bool, builtin: bool | None,
+          modules: tuple[str, ...]) -> None:
     """Check formulas over property-generated cases and report per formula."""
     from gradcheck.report import RENDERERS, render_table, write_atomic
+    from gradcheck.repro import save_large
     from gradcheck.runall import run_all
 
     chosen = modules_of(builtin, modules)
     formulas = select(chosen, patterns)
     show = stderr_is_tty()
     settings.end_on_sigterm()
-    run = run_all(formulas, settings.Settings(examples=examples, seed=seed, mode=mode),
+    run = run_all(formulas, settings.Settings(examples=examples, seed=seed, mode=mode,
+                                              dtype=dtype),
                   _progress if show else None, jobs=jobs, modules=chosen)
     if show:
         click.echo("\r\x1b[2K", err=True, nl=False)
+    base = Path.cwd() if output is None else output.parent
+    folder = Path("gradcheck-cases") if output is None else Path(f"{output.name}.cases")
+    for saved in save_large(run.results, base, folder):
+        click.echo(f"counterexample too large to inline saved to {saved}", err=True)
     if fmt == "table":
         text = render_table(run, color=output is None and use_color(sys.stdout))
     else:
@@ -238,10 +274,10 @@ def check(patterns: tuple[str, ...], examples: int, seed: int, mode: str, fmt: s
         click.echo(f"gradcheck: internal error (a bug in gradcheck, please report it) while "
                    f"checking {', '.join(broken)}; see the report", err=True)
         sys.exit(EXIT_INTERNAL)
-    sys.exit(EXIT_OK if run.ok else EXIT_MISMATCH)
+    sys.exit(EXIT_OK if run.ok or report_only else EXIT_MISMATCH)
 
 
-def one_formula(formula: str, builtin: bool, modules: tuple[str, ...]) -> Any:
+def one_formula(formula: str, builtin: bool | None, modules: tuple[str, ...]) -> Any:
     found = select(modules_of(builtin, modules), (formula,))
     exact = [f for f in found if f.id == formula]
     if len(found) > 1 and not exact:
@@ -253,11 +289,20 @@ def one_formula(formula: str, builtin: bool, modules: tuple[str, ...]) -> Any:
 @main.command()
 @click.argument("formula")
 @run_options
+@click.option("--case", "case_file", type=click.Path(exists=True, dir_okay=False,
+                                                     path_type=Path),
+              help="Check again exactly this counterexample (an .npz gradcheck wrote, or a "
+              "JSON report holding one), with the seed, mode and dtype it was found with.")
+@click.option("--save-case", type=click.Path(dir_okay=False, path_type=Path),
+              help="Save the counterexample found to this .npz (for --case).")
 @module_options
-def explain(formula: str, examples: int, seed: int, mode: str, builtin: bool,
+def explain(formula: str, examples: int, seed: int, mode: str, dtype: str,
+            case_file: Path | None, save_case: Path | None, builtin: bool | None,
             modules: tuple[str, ...]) -> None:
     """Show a formula, a fresh verdict, its minimal counterexample and where it is wrong."""
-    from gradcheck.report import error_grid
+    from gradcheck import repro
+    from gradcheck.compare import RULE
+    from gradcheck.report import cases_text, error_grid
     from gradcheck.runner import run_formula
 
     f = one_formula(formula, builtin, modules)
@@ -267,36 +312,85 @@ def explain(formula: str, examples: int, seed: int, mode: str, builtin: bool,
         click.echo(f"  {f.text}")
     if f.derivation.runs_on:
         click.echo(f"  ran on {f.derivation.runs_on}")
-    r = run_formula(f, settings.Settings(examples=examples, seed=seed, mode=mode))
+    if case_file is not None:
+        sys.exit(recheck(f, case_file))
+    r = run_formula(f, settings.Settings(examples=examples, seed=seed, mode=mode, dtype=dtype))
     worst = "-" if r.max_rel_error is None else f"{r.max_rel_error:.3g}"
-    click.echo(f"\nVerdict: {r.status} over {r.cases} cases "
-               f"({'as expected' if r.matches_expectation else 'NOT as expected'}); "
-               f"max relative error {worst}")
+    click.echo(f"\nVerdict: {r.status} over {cases_text(r.cases)} "
+               f"({'as expected' if r.matches_expectation else 'NOT as expected'}), checked in "
+               f"{r.dtype}; max relative error {worst} (over those cases)")
     if r.coverage:
         click.echo("Coverage: " + ", ".join(f"{k} {v}" for k, v in r.coverage.items()))
-    if r.failing_result is None:
-        if r.message:
-            click.echo("\n" + r.message)
-    else:
+    if r.message and (r.failing_result is None or r.message not in r.failing_result.message):
+        click.echo("\n" + r.message)
+    if r.failing_result is not None and r.failing_case is not None:
         title = "Minimal counterexample" if r.status in ("fail", "error") else "Case at a kink"
-        click.echo(f"\n{title}:\n" + r.failing_result.explain())
+        click.echo(f"\n{title} (its own error, after shrinking, may differ from the maximum "
+                   f"above):\n" + r.failing_result.explain(criterion=False))
         if r.failing_result.status != "error":
             click.echo("\n" + error_grid(r.failing_result))
+        c = r.counterexample or {}
+        meta = {k: c.get(k) for k in ("wrt", "seed", "mode", "dtype", "module")}
+        meta["id"] = f.id
+        click.echo("\nValues:\n" + repro.printout(r.failing_case, r.failing_result.upstream))
+        if save_case is not None:
+            repro.save_case(save_case, meta, r.failing_case, r.failing_result.upstream)
+            click.echo(f"\nSaved to {save_case}; check it again with: explain {f.id!r} --case "
+                       f"{save_case}")
+        click.echo("\nReproduce:\n" + repro.snippet(meta, r.failing_case,
+                                                      r.failing_result.upstream,
+                                                      str(save_case) if save_case else None))
+        if r.failing_result.status != "error":
+            click.echo(f"\nCriterion: {RULE}")
     sys.exit(EXIT_INTERNAL if r.internal else EXIT_OK if r.matches_expectation else EXIT_MISMATCH)
+
+
+def recheck(f: Any, case_file: Path) -> int:
+    """Check the formula on the case saved in ``case_file``; the exit code."""
+    import numpy as np
+
+    from gradcheck.check import check_vjp
+    from gradcheck.errors import InvalidCase
+    from gradcheck.repro import load_case, printout
+
+    try:
+        meta, case, upstream = load_case(case_file, f.id)
+    except (OSError, ValueError, KeyError) as exc:
+        raise click.BadParameter(f"cannot read a case from {str(case_file)!r}: {exc}",
+                                 param_hint="--case") from exc
+    wrt = meta.get("wrt") or f.wrt
+    if wrt != f.wrt:
+        raise click.BadParameter(f"{str(case_file)!r} holds a case for the gradient in "
+                                 f"{wrt!r}; {f.id} is the gradient in {f.wrt!r}",
+                                 param_hint="--case")
+    options = {"seed": int(meta.get("seed") or 0), "mode": meta.get("mode") or "auto",
+               "dtype": meta.get("dtype") or "float64", "batched": f.derivation.batched}
+    try:  # the seed draws the saved upstream gradient again, and the same directions after it
+        result = check_vjp(f.derivation.forward, f.vjp, case, f.wrt, **options)
+        if upstream is not None and (result.upstream is None or
+                                     not np.array_equal(result.upstream, upstream)):
+            result = check_vjp(f.derivation.forward, f.vjp, case, f.wrt, upstream=upstream,
+                               **options)  # an edited upstream gradient: use it as given
+    except InvalidCase as exc:
+        raise click.BadParameter(f"the case in {str(case_file)!r} does not fit {f.id}: {exc}",
+                                 param_hint="--case") from exc
+    click.echo(f"\nThe case in {case_file} (its seed, mode and dtype):\n{result.explain()}")
+    click.echo("\nValues:\n" + printout(case, upstream))
+    return EXIT_OK if result.status == f.expect else EXIT_MISMATCH
 
 
 @main.command()
 @click.argument("formula")
 @run_options
 @module_options
-def sweep(formula: str, examples: int, seed: int, mode: str, builtin: bool,
-          modules: tuple[str, ...]) -> None:
+def sweep(formula: str, examples: int, seed: int, mode: str, dtype: str,
+          builtin: bool | None, modules: tuple[str, ...]) -> None:
     """Print the error of a central difference against the step h, for one case."""
     from gradcheck.runner import run_formula
     from gradcheck.sweep import sweep_table
 
     f = one_formula(formula, builtin, modules)
-    r = run_formula(f, settings.Settings(examples=examples, seed=seed, mode=mode))
+    r = run_formula(f, settings.Settings(examples=examples, seed=seed, mode=mode, dtype=dtype))
     if r.sweep is None:
         raise click.ClickException(f"{f.id}: no case to sweep ({r.status}: {r.message})")
     which = "the minimal counterexample" if r.failing_case is not None else "the last case"

@@ -140,6 +140,8 @@ def diagnose(
             return "transposed: analytic = numeric with its last two axes swapped"
     k, size = int(bad.sum()), bad.size
     parts = [f"wrong on {k} of {size} elements ({100 * k / size:.0f} %)"]
+    if k == 1 and np.all(np.abs(n[bad]) > tol[bad]):  # one element fits any scale: name it
+        parts.append(f"there analytic = {float(a[bad][0] / n[bad][0]):.6g} × numeric")
     n_zero = np.abs(n) <= tol
     a_zero = np.abs(a) <= tol
     if np.all(n_zero[bad]):

@@ -13,18 +13,21 @@ that defines ``Derivation`` objects at top level can be loaded by name or path w
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.util
+import re
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gradcheck.errors import LoadError
 
-VARIANTS = ("as-written", "reference")
+VARIANTS = ("as-written", "reference")  # the catalogue's convention; any VARIANT_NAME works
+VARIANT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(-[A-Za-z0-9_]+)*")
 EXPECTATIONS = ("pass", "fail", "nonsmooth")
 
 
@@ -61,8 +64,9 @@ class Derivation:
     says where the forward and backward run (framework, device, dtype), for reports.
     ``outputs=("h", "c")`` declares a forward returning several arrays (a tuple in that
     order, or a dict by name); ``backward`` registers one backward returning the gradients
-    of several arguments. ``gradcheck.forms`` compiles both, and layer objects (``Layer``),
-    to a forward returning one array and one vjp per argument.
+    of several arguments. gradcheck.outputs and gradcheck.forms compile them (and
+    gradcheck.layers, layer objects) to a forward returning one array and one vjp per
+    argument.
     """
 
     name: str
@@ -83,7 +87,7 @@ class Derivation:
                 f"Derivation name must be an identifier, got name={self.name!r}"
             )
         if self.outputs is not None:
-            from gradcheck.forms import several_outputs
+            from gradcheck.outputs import several_outputs
 
             several_outputs(self)
 
@@ -125,9 +129,11 @@ class Derivation:
         source: str | None = None,
     ) -> Any:
         """Register ``vjp`` as the gradient with respect to ``wrt`` (a decorator without it)."""
-        if variant not in VARIANTS:
+        if not isinstance(variant, str) or not VARIANT_NAME.fullmatch(variant):
             raise ValueError(
-                f"{self.name}.d{wrt}: variant must be one of {VARIANTS}, got {variant!r}"
+                f"{self.name}.d{wrt}: variant must be an identifier-like name (letters, "
+                f"digits, '_', inner '-'; e.g. 'reference', 'as-written', 'fast'), "
+                f"got {variant!r}"
             )
         if expect not in EXPECTATIONS:
             raise ValueError(
@@ -157,12 +163,57 @@ def _adapter(framework: str) -> Any:
             f"pip install 'gradcheck[{framework}]'", name=framework) from exc
 
 
-def _import(spec: str) -> Any:
-    path = Path(spec)
-    if spec.endswith(".py") or path.is_file():
+def is_path(spec: str) -> bool:
+    """A spec names a file when it ends in .py, has a path separator, or is a file."""
+    return spec.endswith(".py") or "/" in spec or "\\" in spec or Path(spec).is_file()
+
+
+@contextlib.contextmanager
+def _importable(folder: Path) -> Iterator[None]:
+    """``folder`` first on sys.path while a module loads (then as before)."""
+    entry = str(folder)
+    added = entry not in sys.path
+    if added:
+        sys.path.insert(0, entry)
+    try:
+        yield
+    finally:
+        if added and entry in sys.path:
+            sys.path.remove(entry)
+
+
+def locate(spec: str) -> Path:
+    """The file a module spec names, by the rule ``_import`` loads it with (no import of
+    the module itself; a dotted name's parent packages are imported)."""
+    if is_path(spec):
+        path = (Path.cwd() / spec).resolve()
         if not path.is_file():
-            raise LoadError(f"module file {spec!r} does not exist")
-        digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
+            raise LoadError(f"module file {spec!r} does not exist (paths are relative to the "
+                            f"current directory, {str(Path.cwd())!r})")
+        return path
+    try:
+        with _importable(Path.cwd()):
+            found = importlib.util.find_spec(spec)
+    except (ImportError, ValueError) as exc:
+        found, why = None, f": {exc}"
+    else:
+        why = ""
+    if found is None or not found.origin or not Path(found.origin).is_file():
+        raise LoadError(f"cannot find module {spec!r} from the current directory or sys.path"
+                        f"{why}")
+    return Path(found.origin).resolve()
+
+
+def _import(spec: str) -> Any:
+    """One rule for the CLI and the plugin: a path (``.py``, or with a separator) is relative
+    to the current directory and loads with its own folder importable; a dotted name is
+    imported from the current directory, then sys.path."""
+    if is_path(spec):
+        path = (Path.cwd() / spec).resolve()
+        if not path.is_file():
+            raise LoadError(f"module file {spec!r} does not exist (paths are relative to the "
+                            f"current directory, {str(Path.cwd())!r})")
+        digest = hashlib.sha1(str(path).encode()).hexdigest()[:12]
         name = f"gradcheck_user_{path.stem}_{digest}"  # the same in every process
         module_spec = importlib.util.spec_from_file_location(name, path)
         if module_spec is None or module_spec.loader is None:
@@ -170,7 +221,8 @@ def _import(spec: str) -> Any:
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[name] = module
         try:
-            module_spec.loader.exec_module(module)
+            with _importable(path.parent):
+                module_spec.loader.exec_module(module)
         except BaseException as exc:
             sys.modules.pop(name, None)
             if isinstance(exc, KeyboardInterrupt):
@@ -180,7 +232,8 @@ def _import(spec: str) -> Any:
             ) from exc
         return module
     try:
-        return importlib.import_module(spec)
+        with _importable(Path.cwd()):
+            return importlib.import_module(spec)
     except KeyboardInterrupt:
         raise
     except BaseException as exc:

@@ -11,6 +11,7 @@ the forward or vjp raises or returns wrongly becomes ``Broken``: the case's stat
 
 from __future__ import annotations
 
+import inspect
 import traceback
 import zlib
 from collections.abc import Callable, Mapping
@@ -51,9 +52,23 @@ def as_float_array(out: Any, who: str, shape: tuple[int, ...] | None) -> np.ndar
     return arr
 
 
+def takes_positional(fn: Callable[..., Any]) -> bool:
+    """A callable without keyword parameters (``np.tanh``, ``def f(x, /)``) is given the
+    case's values in the case's order; any other is given them by name."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (some C functions)
+        return True
+    return any(p.kind is p.POSITIONAL_ONLY for p in params)
+
+
 def guard(fn: Callable[..., Any], who: str) -> Callable[..., Any]:
+    positional = takes_positional(fn)
+
     def call(*args: Any, **kwargs: Any) -> Any:
         try:
+            if positional:
+                return fn(*args, *kwargs.values())
             return fn(*args, **kwargs)
         except Broken:
             raise

@@ -94,6 +94,25 @@ def _cell(text: Any, cls: str = "") -> str:
     return f'<td class="{cls}">{html.escape(str(text))}</td>'
 
 
+def counterexample_text(formula_id: str, c: dict[str, Any]) -> str:
+    """What is wrong, the case (shapes, parameters, values), and the Python to check it."""
+    from gradcheck import repro
+
+    shapes = ", ".join(f"{k} {tuple(v)}" for k, v in c.get("shapes", {}).items())
+    params = ", ".join(f"{k}={v!r}" for k, v in c.get("params", {}).items())
+    lines = [str(c.get("diagnosis") or c.get("message") or ""),
+             f"Case: {shapes}" + (f"; {params}" if params else ""),
+             f"Mode {c.get('mode')}, dtype {c.get('dtype')}, seed {c.get('seed')}; max relative "
+             f"error of this case {c.get('max_rel_error', 0):.3g}"]
+    if "inputs" in c and not repro.is_large(c):
+        meta, case, upstream = repro.from_record(c, formula_id)
+        lines += ["", repro.printout(case, upstream), "", repro.snippet(meta, case, upstream)]
+    elif c.get("npz"):
+        lines += ["", f"Values: {c['npz']} (check it again: explain '{formula_id}' --case "
+                  f"{c['npz']})"]
+    return "\n".join(lines)
+
+
 def render_html(report: dict[str, Any]) -> str:
     """The whole page from a ``gradcheck-report/1`` dict."""
     plt = _pyplot()
@@ -103,11 +122,14 @@ def render_html(report: dict[str, Any]) -> str:
            f"<style>{STYLE}</style></head><body><h1>gradcheck report</h1>",
            f"<p>{s['formulas']} formulas: {s['pass']} pass, {s['fail']} fail, "
            f"{s['nonsmooth']} nonsmooth, {s['error']} error; {s['unexpected']} not as "
-           f"expected{' (interrupted)' if report.get('interrupted') else ''}.</p>",
+           f"expected{' (interrupted)' if report.get('interrupted') else ''}. Checked in "
+           f"{html.escape(str(report['settings'].get('dtype', 'float64')))}: "
+           f"{report['settings'].get('examples')} examples per formula, seed "
+           f"{report['settings'].get('seed')}, mode {report['settings'].get('mode')}.</p>",
            f"<p><small>Rule: {html.escape(report['rule'])}</small></p>"]
     if plt is None:
-        out.append("<p><b>Plots need matplotlib:</b> <code>pip install -e '.[report]'</code>"
-                   "</p>")
+        out.append("<p><b>Plots need matplotlib:</b> <code>pip install 'gradcheck[report]'</code>"
+                   " (in a checkout: <code>pip install -e '.[report]'</code>)</p>")
     out.append("<table><tr><th>formula</th><th>cases</th><th>max rel error</th>"
                "<th>status</th><th>expectation</th></tr>")
     for f in report["formulas"]:
@@ -123,9 +145,7 @@ def render_html(report: dict[str, Any]) -> str:
                    f" &mdash; <span class='{f['status']}'>{f['status']}</span></p>")
         c = f.get("counterexample")
         if c:
-            out.append(f"<pre>{html.escape(str(c.get('diagnosis') or c.get('message')))}"
-                       f"\n{html.escape(str(c.get('shapes')))} {html.escape(str(c.get('params')))}"
-                       "</pre>")
+            out.append(f"<pre>{html.escape(counterexample_text(f['id'], c))}</pre>")
         if f.get("message") and not c:
             out.append(f"<pre>{html.escape(f['message'])}</pre>")
         if plt is not None:

@@ -42,6 +42,17 @@ BATCHED_ARGUMENT: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "gradcheck_batched_argument", default=None)
 
 
+def call_batched(forward: Callable[..., Any], case: dict[str, Any], wrt: str,
+                 X: np.ndarray) -> Any:
+    """``forward`` on ``case`` with ``X``, a leading batch axis of rows, in place of
+    ``case[wrt]``, with BATCHED_ARGUMENT saying so."""
+    token = BATCHED_ARGUMENT.set(wrt)
+    try:
+        return forward(**{**case, wrt: X})
+    finally:
+        BATCHED_ARGUMENT.reset(token)
+
+
 def eps_of(dtype: Any) -> float:
     return float(np.finfo(dtype).eps)
 
@@ -87,11 +98,7 @@ class Loss:
         k = X.shape[0]
         self.evaluations += k
         if self.batched:
-            token = BATCHED_ARGUMENT.set(self.wrt)
-            try:
-                out = self.forward(**{**self.case, self.wrt: X})
-            finally:
-                BATCHED_ARGUMENT.reset(token)
+            out = call_batched(self.forward, self.case, self.wrt, X)
             expect = (k, *self.g.shape)
             Y = self.check_output(out, expect) if self.check_output else np.asarray(out)
             return loss_rows(Y, self.g)

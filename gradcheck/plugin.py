@@ -9,7 +9,6 @@ summary and the JSON report are the same under pytest-xdist; state lives in conf
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from gradcheck import settings
 
 RESULT_KEY = "gradcheck_result"
 results_key = pytest.StashKey[dict[str, dict[str, Any]]]()
-modules_key = pytest.StashKey[set[Path]]()
+modules_key = pytest.StashKey[dict[Path, str]]()  # module file -> the spec to load it by
 sigterm_key = pytest.StashKey[Any]()
 
 
@@ -29,24 +28,36 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--gradcheck", action="store_true", default=False,
                     help="Collect and check the formulas of the gradcheck modules.")
     group.addoption("--gradcheck-module", action="append", default=[], metavar="NAME_OR_PATH",
-                    help="A formula module to check (repeatable); default: ./derivations.")
+                    help="A formula module to check (repeatable): a dotted name, found from the "
+                    "current directory then sys.path, or a .py path relative to the current "
+                    "directory; default: the rootdir's derivations/.")
     group.addoption("--gradcheck-examples", type=int, default=None, metavar="N",
                     help=f"{settings.HELP['examples']} (default {settings.EXAMPLES}).")
     group.addoption("--gradcheck-seed", type=int, default=None, metavar="S",
                     help=f"{settings.HELP['seed']} (default {settings.SEED}).")
     group.addoption("--gradcheck-mode", choices=settings.MODES, default=None,
                     help=f"{settings.HELP['mode']} (default {settings.MODE}).")
+    group.addoption("--gradcheck-dtype", choices=settings.DTYPES, default=None,
+                    help=f"{settings.HELP['dtype']} (default {settings.DTYPE}).")
     group.addoption("--gradcheck-report", default=None, metavar="FILE",
                     help="Write the JSON report (schema gradcheck-report/1) here.")
     group.addoption("--gradcheck-html", default=None, metavar="FILE",
                     help="Write the self-contained HTML report here (plots need matplotlib).")
+    group.addoption("--gradcheck-report-only", action="store_true", default=None,
+                    help=f"{settings.HELP['report_only']} The items pass; the summary table "
+                         "and reports say what each formula did.")
     parser.addini("gradcheck_modules", type="linelist", default=[],
-                  help="Formula modules to check, by dotted name or path.")
+                  help="Formula modules to check, by dotted name or by path relative to the "
+                  "ini file's folder.")
     parser.addini("gradcheck_examples", type="int", default=settings.EXAMPLES,
                   help=settings.HELP["examples"])
     parser.addini("gradcheck_seed", type="int", default=settings.SEED, help=settings.HELP["seed"])
     parser.addini("gradcheck_mode", type="string", default=settings.MODE,
                   help=f"{settings.HELP['mode']}: {', '.join(settings.MODES)}.")
+    parser.addini("gradcheck_report_only", type="bool", default=settings.REPORT_ONLY,
+                  help=settings.HELP["report_only"])
+    parser.addini("gradcheck_dtype", type="string", default=settings.DTYPE,
+                  help=f"{settings.HELP['dtype']}: {', '.join(settings.DTYPES)}.")
 
 
 def _setting(config: pytest.Config, name: str) -> Any:
@@ -56,37 +67,54 @@ def _setting(config: pytest.Config, name: str) -> Any:
 
 def _settings(config: pytest.Config) -> settings.Settings:
     return settings.Settings(examples=_setting(config, "examples"),
-                             seed=_setting(config, "seed"), mode=_setting(config, "mode"))
+                             seed=_setting(config, "seed"), mode=_setting(config, "mode"),
+                             dtype=_setting(config, "dtype"))
 
 
-def _module_path(spec: str, root: Path) -> Path:
-    path = Path(spec)
-    if spec.endswith(".py") or path.exists():
-        return (path if path.is_absolute() else root / path).resolve()
-    found = importlib.util.find_spec(spec)
-    if found is None or not found.origin:
-        raise pytest.UsageError(f"--gradcheck-module: cannot find module {spec!r}")
-    return Path(found.origin).resolve()
+def _modules(config: pytest.Config) -> dict[Path, str]:
+    """Each module's file and the spec it loads by: the CLI's rule (gradcheck.declare): a
+    dotted name from the current directory then sys.path, keeping its package; a path
+    relative to the current directory (in the ini file: to the ini file's folder)."""
+    from gradcheck.declare import is_path, locate
+    from gradcheck.errors import LoadError
+
+    given = config.getoption("gradcheck_module")
+    specs = given or config.getini("gradcheck_modules")
+    if not specs:
+        root = config.rootpath / "derivations"
+        found = {p.resolve(): str(p.resolve()) for p in sorted(root.glob("*.py"))
+                 if p.name != "__init__.py"}
+        if not found:
+            raise pytest.UsageError(
+                f"--gradcheck: no formula modules: {root} has no .py files; "
+                "give --gradcheck-module or the ini option gradcheck_modules")
+        return found
+    base = config.invocation_params.dir if given or config.inipath is None \
+        else config.inipath.parent
+    out = {}
+    for spec in specs:
+        if is_path(spec):
+            spec = str((base / spec).resolve())
+        try:
+            out[locate(spec)] = spec
+        except LoadError as exc:
+            raise pytest.UsageError(f"--gradcheck-module: {exc}") from exc
+    return out
 
 
 def pytest_configure(config: pytest.Config) -> None:
     if not config.getoption("gradcheck"):
+        unused = [f"--gradcheck-{name}" for name in ("module", "examples", "seed", "mode",
+                                                      "dtype", "report", "html")
+                  if config.getoption(f"gradcheck_{name}")]
+        if unused:
+            config.issue_config_time_warning(pytest.PytestConfigWarning(
+                f"{', '.join(unused)} given without --gradcheck: no formulas are checked; "
+                "add --gradcheck"), stacklevel=2)
         return
     config.addinivalue_line("markers", "gradcheck: a gradcheck formula item")
-    root = config.rootpath
-    specs = config.getoption("gradcheck_module") or config.getini("gradcheck_modules")
-    if specs:
-        paths = {_module_path(s, root) for s in specs}
-    else:
-        paths = {p.resolve() for p in sorted((root / "derivations").glob("*.py"))
-                 if p.name != "__init__.py"}
-        if not paths:
-            raise pytest.UsageError(
-                f"--gradcheck: no formula modules: {root / 'derivations'} has no .py files; "
-                "give --gradcheck-module or the ini option gradcheck_modules")
-    for p in paths:
-        if not p.is_file():
-            raise pytest.UsageError(f"--gradcheck-module: no such file {p}")
+    specs = _modules(config)
+    paths = set(specs)
     try:  # a bad ini value or option is a usage error now, not a failure in every item
         _settings(config)
     except ValueError as exc:
@@ -100,7 +128,7 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(f"--{option.replace('_', '-')}: {problem}")
     if not hasattr(config, "workerinput"):  # SIGTERM ends the run like Ctrl-C: reports kept
         config.stash[sigterm_key] = settings.end_on_sigterm()
-    config.stash[modules_key] = paths
+    config.stash[modules_key] = specs
     config.stash[results_key] = {}
     config.pluginmanager.register(Collector(config), "gradcheck-collector")
     named = [(config.invocation_params.dir / a.split("::")[0]).resolve() for a in config.args]
@@ -135,6 +163,19 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Any:
     return None
 
 
+def _save_large(config: pytest.Config, r: Any) -> None:
+    """A counterexample too large for the report goes to an .npz: beside the JSON report
+    (REPORT.cases/), else in gradcheck-cases/ of the current directory."""
+    from gradcheck.repro import save_large
+
+    report = config.getoption("gradcheck_report")
+    if report:
+        base, folder = Path(report).resolve().parent, Path(f"{Path(report).name}.cases")
+    else:
+        base, folder = config.invocation_params.dir, Path("gradcheck-cases")
+    save_large([r], base, folder)
+
+
 class FormulaFile(pytest.File):
     """A module of derivations; its items are the formulas, sorted by id."""
 
@@ -142,15 +183,17 @@ class FormulaFile(pytest.File):
         from gradcheck.declare import load_derivations
         from gradcheck.errors import LoadError
 
+        spec = self.config.stash[modules_key].get(self.path.resolve(), str(self.path))
         try:
-            derivations = load_derivations(str(self.path))
+            derivations = load_derivations(spec)
         except LoadError as exc:
             raise self.CollectError(str(exc)) from exc
         formulas = sorted((f for d in derivations for f in d.formulas), key=lambda f: f.id)
+        report_only = _setting(self.config, "report_only")
         for f in formulas:
             item = FormulaItem.from_parent(self, name=f.id, formula=f)
             item.add_marker(pytest.mark.gradcheck)
-            if f.expect == "fail":
+            if f.expect == "fail" and not report_only:
                 from gradcheck.errors import GradientMismatch
 
                 item.add_marker(pytest.mark.xfail(
@@ -173,11 +216,20 @@ class FormulaItem(pytest.Item):
         from gradcheck.runner import run_formula
 
         r = run_formula(self.formula, _settings(self.config))
+        _save_large(self.config, r)
         record = r.to_dict()
         self.user_properties += [(k, record[k]) for k in (
             "status", "expect", "cases", "max_rel_error", "median_rel_error")]
         self.user_properties.append((RESULT_KEY, json.dumps(record)))
-        detail = r.failing_result.explain() if r.failing_result is not None else r.message
+        if _setting(self.config, "report_only") and not r.internal:
+            return  # the summary table and the reports carry the outcome
+        if r.failing_result is not None:  # the criterion is printed once, in the summary
+            from gradcheck.report import reproduction
+
+            detail = r.failing_result.explain(criterion=False)
+            detail += f"\n\n{reproduction(r)}" if reproduction(r) else ""
+        else:
+            detail = r.message
         if r.status == "error":
             raise FormulaFailure(f"{r.id}: error\n{detail}")
         if r.expect == "fail" and r.status in ("fail", "pass"):  # strict xfail decides
@@ -185,7 +237,9 @@ class FormulaItem(pytest.Item):
                 raise GradientMismatch(f"{r.id} fails, as expected:\n{detail}")
             return
         if not r.matches_expectation:
-            what = f"{r.id}: expected {r.expect}, got {r.status} over {r.cases} cases"
+            from gradcheck.report import cases_text
+
+            what = f"{r.id}: expected {r.expect}, got {r.status} over {cases_text(r.cases)}"
             raise FormulaFailure(what + (f"\n{detail}" if detail else ""))
 
     def repr_failure(self, excinfo, style=None):  # type: ignore[no-untyped-def]
@@ -228,10 +282,12 @@ class Collector:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.config.stash[results_key]:
             return
+        from gradcheck.compare import RULE
         from gradcheck.report import render_table
 
         terminalreporter.write_sep("=", "gradcheck: per-formula summary")
         terminalreporter.write(render_table(self.run()))
+        terminalreporter.write_line(f"Criterion: {RULE}")
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         json_target = self.config.getoption("gradcheck_report")

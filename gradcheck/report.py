@@ -112,6 +112,10 @@ def render_json(run: Run) -> str:
     return json.dumps(_finite_json(to_dict(run)), indent=2, allow_nan=False) + "\n"
 
 
+def cases_text(n: int) -> str:
+    return f"{n} case" if n == 1 else f"{n} cases"
+
+
 def _num(x: float | None) -> str:
     return "-" if x is None else f"{x:.2e}"
 
@@ -119,9 +123,11 @@ def _num(x: float | None) -> str:
 def short_counterexample(r: FormulaResult) -> str:
     """The case in one short line; for an error, the first line of its message."""
     c = r.counterexample
-    if r.status == "error" or not c:
+    if r.status == "error":
         first = r.message.strip().splitlines()[0] if r.message.strip() else ""
         return first if len(first) <= 60 else first[:59] + "…"
+    if not c:
+        return ""  # (a note under the table carries any message)
     shapes = " ".join(f"{k}{'×'.join(map(str, v)) or '()'}" for k, v in c["shapes"].items())
     params = " ".join(f"{k}={v}" for k, v in c["params"].items())
     return f"{shapes} {params}".strip()
@@ -162,6 +168,32 @@ def placements(run: Run) -> list[str]:
 _PAINT = {"pass": "32", "fail": "31", "nonsmooth": "33", "error": "35"}
 
 
+def settings_line(run: Run) -> str:
+    s = run.settings
+    return (f"Checked in {s.dtype}: {s.examples} examples per formula, seed {s.seed}, "
+            f"mode {s.mode}")
+
+
+NONSMOOTH = ("nonsmooth: a case sat at a kink (the one-sided slopes disagree and the analytic "
+             "value lies between them, as ReLU's at 0) or where differences cannot resolve "
+             "the function; its error there means nothing. If the function has kinks, declare "
+             "expect='nonsmooth' or draw cases away from them.")
+MAX_REL = ("max rel err: the largest over the cases checked, up to and including the first "
+           "failing one; explain shows the shrunk counterexample's own error.")
+
+
+def notes(run: Run) -> list[str]:
+    """What the table's figures and verdicts mean where a reader could misread them."""
+    out = []
+    if any(r.status == "nonsmooth" and not r.matches_expectation for r in run.results):
+        out.append(NONSMOOTH)
+    if any(r.counterexample and r.status == "fail" for r in run.results):
+        out.append(MAX_REL)
+    out += [f"{r.id}: {r.message}" for r in run.results
+            if r.message and r.status != "error" and r.failing_result is None]
+    return out
+
+
 def render_table(run: Run, color: bool = False) -> str:
     table = [COLUMNS, *rows(run)]
     widths = [max(len(row[i]) for row in table) for i in range(len(COLUMNS))]
@@ -176,6 +208,8 @@ def render_table(run: Run, color: bool = False) -> str:
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     lines.append("")
+    lines += [f"Note: {n}" for n in notes(run)]
+    lines.append(settings_line(run))
     lines.append(footer(run))
     lines += placements(run)
     return "\n".join(lines) + "\n"
@@ -193,9 +227,8 @@ def render_markdown(run: Run) -> str:
         cells = [c.replace("|", "\\|") for c in row]
         cells[0] = f"`{cells[0]}`"
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Rule: `{RULE}`", "",
-              f"Settings: {run.settings.examples} examples, seed {run.settings.seed}, "
-              f"mode {run.settings.mode}, {run.settings.dtype}"]
+    lines += ["", f"Rule: `{RULE}`", "", settings_line(run)]
+    lines += ["", *(f"- {n}" for n in notes(run))] if notes(run) else []
     for line in placements(run):
         lines += ["", f"Ran on {line.removeprefix('ran on ')}"]
     for r in run.results:
@@ -210,7 +243,9 @@ def render_markdown(run: Run) -> str:
 
 def _detail(r: FormulaResult) -> str:
     if r.failing_result is not None:
-        text = r.failing_result.explain()
+        text = r.failing_result.explain(criterion=False)
+        if r.failing_case is not None and r.counterexample:
+            text += "\n\n" + reproduction(r)
     elif r.counterexample:
         text = json.dumps(_finite_json(r.counterexample), indent=2)
     else:
@@ -218,6 +253,20 @@ def _detail(r: FormulaResult) -> str:
     if r.message and r.message not in text:
         text = f"{text}\n{r.message}" if text else r.message
     return text
+
+
+def reproduction(r: FormulaResult) -> str:
+    """The counterexample's values and the Python that checks it again."""
+    from gradcheck import repro
+
+    c = r.counterexample or {}
+    if r.failing_case is None or "inputs" not in c:
+        return ""
+    meta = {k: c.get(k) for k in ("wrt", "seed", "mode", "dtype", "module")}
+    meta["id"] = r.id
+    upstream = None if r.failing_result is None else r.failing_result.upstream
+    return (f"Values:\n{repro.printout(r.failing_case, upstream)}\n\nReproduce:\n"
+            + repro.snippet(meta, r.failing_case, upstream, c.get("npz")))
 
 
 _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
@@ -236,7 +285,7 @@ def render_junit(run: Run) -> str:
                           failures=str(failures), errors=str(s["error"]), skipped="0",
                           time=f"{run.seconds:.3f}")
     props = ET.SubElement(suite, "properties")
-    for key, value in (("schema", SCHEMA), ("examples", run.settings.examples),
+    for key, value in (("schema", SCHEMA), ("rule", RULE), ("examples", run.settings.examples),
                        ("seed", run.settings.seed), ("mode", run.settings.mode),
                        ("dtype", run.settings.dtype), ("interrupted", run.interrupted)):
         ET.SubElement(props, "property", name=key, value=str(value))
@@ -244,8 +293,8 @@ def render_junit(run: Run) -> str:
         case = ET.SubElement(suite, "testcase", classname=f"gradcheck.{r.derivation}",
                              name=r.id, time=f"{r.seconds:.3f}")
         props = ET.SubElement(case, "properties")
-        for key in ("derivation", "wrt", "variant", "expect", "status", "matches_expectation",
-                    "cases", "max_rel_error", "median_rel_error"):
+        for key in ("derivation", "wrt", "variant", "expect", "dtype", "status",
+                    "matches_expectation", "cases", "max_rel_error", "median_rel_error"):
             ET.SubElement(props, "property", name=key, value=_xml(str(getattr(r, key))))
         ET.SubElement(props, "property", name="coverage", value=json.dumps(r.coverage))
         ET.SubElement(props, "property", name="counterexample",
@@ -254,7 +303,7 @@ def render_junit(run: Run) -> str:
             first = r.message.strip().splitlines()[0] if r.message.strip() else "error"
             ET.SubElement(case, "error", message=_xml(first)).text = _xml(_detail(r))
         elif not r.matches_expectation:
-            msg = f"expected {r.expect}, got {r.status} over {r.cases} cases"
+            msg = f"expected {r.expect}, got {r.status} over {cases_text(r.cases)}"
             ET.SubElement(case, "failure", message=msg).text = _xml(_detail(r) or msg)
         elif r.expect != "pass":
             ET.SubElement(case, "system-out").text = _xml(

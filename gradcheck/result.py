@@ -51,6 +51,7 @@ class CaseResult:
     noise: float = 0.0
     rtol: float = 0.0
     evaluations: int = 0
+    upstream: np.ndarray | None = None  # the upstream gradient g the case was checked with
 
     @property
     def ok(self) -> bool:
@@ -61,14 +62,16 @@ class CaseResult:
         params = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
         return arrays + (f"; {params}" if params else "")
 
-    def explain(self) -> str:
-        """The numpy.testing-style message: criterion, mismatches, worst elements, case."""
+    def explain(self, criterion: bool = True) -> str:
+        """The numpy.testing-style message: criterion (unless a report states it once),
+        mismatches, worst elements, case."""
         unit = "directions" if self.mode == "directional" else "elements"
         lines = [f"gradient with respect to {self.wrt!r}: {self.status.upper()}"]
         if self.status == "error":
             lines.append(self.message)
         else:
-            lines.append(f"Criterion: {RULE}")
+            if criterion:
+                lines.append(f"Criterion: {RULE}")
             lines.append(f"rtol = {self.rtol:.3g}, sigma_L = {self.noise:.3g}")
             pct = 100 * self.mismatches / self.checked if self.checked else 0.0
             lines.append(f"Mismatched {unit}: {self.mismatches} / {self.checked} ({pct:.3g} %)")

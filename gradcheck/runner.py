@@ -19,11 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from gradcheck import repro
 from gradcheck.check import check_vjp
 from gradcheck.declare import Formula
 from gradcheck.errors import InvalidCase
 from gradcheck.result import CaseResult
-from gradcheck.settings import Settings
+from gradcheck.settings import EXAMPLES, Settings
 from gradcheck.sweep import step_sweep
 
 SEVERITY = {"pass": 0, "nonsmooth": 1, "fail": 2, "error": 3}
@@ -38,7 +39,8 @@ class FormulaResult:
     expect: str
     source: str
     text: str
-    runs_on: str = ""
+    dtype: str = "float64"  # the dtype every case of this formula was checked in
+    runs_on: str = ""  # framework, device (and dtype) of an adapter's formula
     status: str = "error"
     cases: int = 0
     max_rel_error: float | None = None
@@ -61,8 +63,8 @@ class FormulaResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain Python types only (JSON, and pytest-xdist's user_properties)."""
-        keys = ("id", "derivation", "wrt", "variant", "expect", "source", "text", "runs_on",
-                "status",
+        keys = ("id", "derivation", "wrt", "variant", "expect", "source", "text", "dtype",
+                "runs_on", "status",
                 "cases", "max_rel_error", "median_rel_error", "counterexample", "coverage",
                 "message", "seconds", "case_errors", "sweep")
         out = {k: getattr(self, k) for k in keys}
@@ -70,9 +72,9 @@ class FormulaResult:
         return out
 
 
-def blank(f: Formula) -> FormulaResult:
+def blank(f: Formula, dtype: str = "float64") -> FormulaResult:
     return FormulaResult(f.id, f.derivation.name, f.wrt, f.variant, f.expect, f.source, f.text,
-                         f.derivation.runs_on)
+                         f.derivation.dtype or dtype, runs_on=f.derivation.runs_on)
 
 
 class _CaseFailed(AssertionError):
@@ -102,10 +104,14 @@ def _finite(value: float) -> float:
 MAX_PICTURE = 4096  # elements of |analytic - numeric| kept for the report's heat map
 
 
-def _counterexample(result: CaseResult) -> dict[str, Any]:
+def _counterexample(formula: Formula, case: dict[str, Any], result: CaseResult
+                    ) -> dict[str, Any]:
     s = result.summary()
     out = {k: s[k] for k in ("shapes", "params", "max_rel_error", "worst_index", "diagnosis",
-                             "status", "message", "mismatches", "checked")}
+                             "status", "message", "mismatches", "checked", "wrt", "seed",
+                             "mode", "dtype")}
+    out["module"] = formula.derivation.module
+    out.update(repro.values(case, result.upstream))  # the arrays themselves: reproducible
     a, n = result.analytic, result.numeric
     small = a is not None and n is not None and a.size <= MAX_PICTURE
     out["abs_error"] = np.abs(a - n.reshape(a.shape)).tolist() if small else None  # type: ignore
@@ -137,7 +143,7 @@ def run_formula(formula: Formula, settings: Settings | None = None) -> FormulaRe
     settings = settings or Settings()
     d = formula.derivation
     classify = _classifier(formula)
-    out = blank(formula)
+    out = blank(formula, settings.dtype)
     errors: list[float] = []
     coverage: Counter[str] = Counter()
     worst: dict[str, Any] = {"status": "pass", "kink": None}
@@ -192,11 +198,11 @@ def run_formula(formula: Formula, settings: Settings | None = None) -> FormulaRe
         out.status = worst["status"]
         if worst["kink"] is not None:
             out.failing_case, out.failing_result = worst["kink"]
-            out.counterexample = _counterexample(out.failing_result)
+            out.counterexample = _counterexample(formula, *worst["kink"])
     except _CaseFailed as exc:
         out.status = exc.result.status
         out.failing_case, out.failing_result = exc.case, exc.result
-        out.counterexample = _counterexample(exc.result)
+        out.counterexample = _counterexample(formula, exc.case, exc.result)
         if exc.result.status == "error":
             out.message = exc.result.message
     except _EngineBug as exc:
@@ -209,7 +215,15 @@ def run_formula(formula: Formula, settings: Settings | None = None) -> FormulaRe
     except (Exception, SystemExit) as exc:  # raised while drawing a case: the strategy
         out.status = "error"
         out.message = _crash_message(formula, exc)
+    if out.status == "error" and out.failing_result is not None:  # raised on a case
+        from gradcheck.after_error import search_past_error  # (it imports this module)
+
+        search_past_error(formula, settings, out, errors, coverage)
     out.seconds = time.perf_counter() - start
+    if out.expect != "pass" and out.status == "pass" and settings.examples < EXAMPLES:
+        out.message = (f"{settings.examples} examples may be too few to show this formula's "
+                       f"known {out.expect} (declared expect={out.expect!r}); the default is "
+                       f"{EXAMPLES}")
     out.coverage = dict(sorted(coverage.items()))
     if errors:
         out.max_rel_error = float(max(errors))

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from gradcheck.guard import prepare
+from gradcheck.guard import guard, prepare
 from gradcheck.numeric import Loss, eps_of, random_direction, rms_scale
 from gradcheck.verdict import projection
 
@@ -33,6 +33,7 @@ def step_sweep(
 ) -> dict[str, Any]:
     """{'h': [...], 'error': [...], 'chosen_h': h*, 'chosen_error': e*} in plain floats."""
     case, _, _ = prepare(case, wrt, "auto", np.float64)
+    forward, vjp = guard(forward, "forward"), guard(vjp, "vjp")  # positional callables too
     x = case[wrt]
     rng = np.random.default_rng(seed)
     y = np.asarray(forward(**case))

@@ -75,11 +75,14 @@ def test_list_patterns_glob_substring_and_exact(patterns, expected):
 
 
 def test_list_with_modules_by_path_and_by_dotted_name():
+    """Naming modules checks those modules; --builtin adds the catalogue."""
     both = invoke("list", "-m", GOOD, "--module", "tests.fixtures.raising")
     assert both.exit_code == 0, both.output
     ids = ids_of(both)
-    assert len(ids) == CATALOGUE + 4 and ids == sorted(ids)
+    assert len(ids) == 4 and ids == sorted(ids)
     assert "fx_square.dx[as-written]" in ids and "fx_sin.dx[reference]" in ids
+    with_catalogue = invoke("list", "-m", GOOD, "--builtin")
+    assert len(ids_of(with_catalogue)) == CATALOGUE + 2
     only = invoke("list", "--no-builtin", "-m", "tests.fixtures.good")
     assert ids_of(only) == ["fx_square.dx[as-written]", "fx_square.dx[reference]"]
     assert "test fixture good.py" in only.stdout
@@ -99,7 +102,7 @@ def test_unknown_pattern_suggests_close_names():
     assert "Traceback" not in result.output
 
 
-@pytest.mark.parametrize("args", [["check", "conv2d.dZ[reference]", "-n", "5"],
+@pytest.mark.parametrize("args", [["check", "conv2d.dZ[reference]", "--examples", "5"],
                                   ["explain", "linaer.dW[reference]"]])
 def test_unknown_formula_exits_2_with_suggestions(args):
     result = invoke(*args)
@@ -144,13 +147,14 @@ def test_module_whose_derivations_register_no_formula_exits_2():
 
 
 def test_duplicate_formula_ids_across_modules_exit_2():
-    result = invoke("check", "-m", GOOD, "-m", str(FIXTURES / "duplicate.py"), "fx_", "-n", "3")
+    result = invoke("check", "-m", GOOD, "-m", str(FIXTURES / "duplicate.py"), "fx_",
+                    "--examples", "3")
     assert result.exit_code == 2, result.output
     assert "duplicate formula id 'fx_square.dx[reference]'" in result.stderr
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--examples", "0"], "--examples"), (["-n", "-4"], "--examples"),
+    (["--examples", "0"], "--examples"), (["-n", "-4"], "--jobs"),
     (["--jobs", "0"], "--jobs"), (["--mode", "sideways"], "--mode"),
     (["--format", "xml"], "--format"), (["--seed", "abc"], "--seed"),
 ])
@@ -164,7 +168,7 @@ def test_bad_options_exit_2(args, message):
 
 
 def test_check_exits_0_when_every_outcome_matches_the_expectation():
-    result = invoke("check", "softmax", "-n", "10")
+    result = invoke("check", "softmax", "--examples", "10")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert [line.split()[0] for line in lines[2:4]] == ["softmax_ce.dy[as-written]",
@@ -175,14 +179,14 @@ def test_check_exits_0_when_every_outcome_matches_the_expectation():
 
 
 def test_check_exits_1_when_an_outcome_differs_from_its_expectation():
-    result = invoke("check", "--no-builtin", "-m", BROKEN, "-n", "10")
+    result = invoke("check", "--no-builtin", "-m", BROKEN, "--examples", "10")
     assert result.exit_code == 1, result.output
     assert "UNEXPECTED (expected pass)" in result.stdout
 
 
 def test_a_formula_that_raises_is_reported_as_error_next_to_the_others():
     result = invoke("check", "--no-builtin", "-m", GOOD, "-m", RAISING, "-m", NONSMOOTH,
-                    "--format", "json", "-n", "10")
+                    "--format", "json", "--examples", "10")
     assert result.exit_code == 1, result.output
     data = report_of(result)
     status = {f["id"]: f["status"] for f in data["formulas"]}
@@ -206,7 +210,8 @@ def test_seed_mode_and_examples_reach_the_report():
 
 def test_same_seed_same_report_apart_from_timings():
     # (the whole catalogue at the default examples: test_jobs_2_gives_the_same_report_as_jobs_1)
-    args = ("check", "linear", "maxpool", "softmax", "--format", "json", "--seed", "3", "-n", "8")
+    args = ("check", "linear", "maxpool", "softmax", "--format", "json", "--seed", "3",
+            "--examples", "8")
     first, second = invoke(*args), invoke(*args)
     assert first.exit_code == second.exit_code == 0, first.output
     assert without_seconds(report_of(first)) == without_seconds(report_of(second))
@@ -214,7 +219,7 @@ def test_same_seed_same_report_apart_from_timings():
 
 def test_jobs_load_user_modules_by_path_and_name_in_the_workers():
     args = ("check", "--no-builtin", "-m", GOOD, "-m", "tests.fixtures.raising", "-m", NONSMOOTH,
-            "--format", "json", "-n", "5")
+            "--format", "json", "--examples", "5")
     serial, parallel = invoke(*args), invoke(*args, "--jobs", "2")
     assert serial.exit_code == parallel.exit_code == 1, parallel.output
     assert without_seconds(report_of(parallel)) == without_seconds(report_of(serial))
@@ -223,7 +228,7 @@ def test_jobs_load_user_modules_by_path_and_name_in_the_workers():
 
 @pytest.mark.parametrize("fmt", ["markdown", "junit", "table"])
 def test_formats(fmt):
-    result = invoke("check", "softmax", "-n", "5", "--format", fmt)
+    result = invoke("check", "softmax", "--examples", "5", "--format", fmt)
     assert result.exit_code == 0, result.output
     text = result.stdout
     if fmt == "markdown":
@@ -239,7 +244,8 @@ def test_formats(fmt):
 
 def test_output_writes_the_report_to_a_file(tmp_path):
     target = tmp_path / "report.json"
-    result = invoke("check", "linear.dx", "-n", "3", "--format", "json", "--output", str(target))
+    result = invoke("check", "linear.dx",
+                    "--examples", "3", "--format", "json", "--output", str(target))
     assert result.exit_code == 0, result.output
     assert result.stdout == "" and f"report written to {target}" in result.stderr
     assert json.loads(target.read_text())["schema"] == "gradcheck-report/1"
@@ -287,7 +293,8 @@ def test_output_that_fails_at_the_end_is_a_clear_error(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(gradcheck.report, "write_atomic", disk_full)
-    result = invoke("check", "linear.db[reference]", "-n", "2", "-o", str(tmp_path / "r.json"))
+    result = invoke("check", "linear.db[reference]",
+                    "--examples", "2", "-o", str(tmp_path / "r.json"))
     assert result.exit_code == 2, result.output
     assert "could not write the report" in result.stderr and "No space left" in result.stderr
     assert "Traceback" not in result.output
@@ -298,7 +305,7 @@ def test_internal_error_exits_3_with_the_traceback(monkeypatch):
         raise ZeroDivisionError("a bug inside gradcheck")
 
     monkeypatch.setattr(runall, "run_all", bug)
-    result = invoke("check", "linear", "-n", "2")
+    result = invoke("check", "linear", "--examples", "2")
     assert result.exit_code == 3
     assert "internal error" in result.stderr and "ZeroDivisionError" in result.stderr
 
@@ -308,13 +315,13 @@ def test_engine_crash_exits_3_after_reporting_every_formula(monkeypatch):
         raise IndexError("a bug inside the engine")
 
     monkeypatch.setattr(runner, "check_vjp", engine_bug)
-    result = invoke("check", "linear.db", "-n", "2", "--format", "json")
+    result = invoke("check", "linear.db", "--examples", "2", "--format", "json")
     assert result.exit_code == 3, result.output
     assert "internal error" in result.stderr and "linear.db[reference]" in result.stderr
     messages = [f["message"] for f in report_of(result)["formulas"]]
     assert len(messages) == 2
     assert all("IndexError: a bug inside the engine" in m for m in messages)
-    explained = invoke("explain", "linear.db[reference]", "-n", "2")
+    explained = invoke("explain", "linear.db[reference]", "--examples", "2")
     assert explained.exit_code == 3 and "internal error in gradcheck" in explained.stdout
 
 
@@ -328,7 +335,7 @@ def test_ctrl_c_reports_the_finished_formulas_and_exits_130(monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(runner, "check_vjp", interrupt)
-    result = invoke("check", "linear.d*[reference]", "-n", "3", "--format", "json")
+    result = invoke("check", "linear.d*[reference]", "--examples", "3", "--format", "json")
     assert result.exit_code == 130
     data = report_of(result)
     assert data["interrupted"] is True and data["ok"] is False
@@ -348,13 +355,14 @@ def test_ctrl_c_outside_the_run_exits_130(monkeypatch):
 
 
 def test_output_dash_is_stdout():
-    result = invoke("check", "linear.db[reference]", "-n", "2", "--format", "json", "-o", "-")
+    result = invoke("check", "linear.db[reference]",
+                    "--examples", "2", "--format", "json", "-o", "-")
     assert result.exit_code == 0 and report_of(result)["summary"]["formulas"] == 1
 
 
 def test_progress_appears_on_a_terminal_and_leaves_stdout_clean(monkeypatch):
     monkeypatch.setattr(cli, "stderr_is_tty", lambda: True)
-    result = invoke("check", "linear.d*[reference]", "-n", "2", "--format", "json")
+    result = invoke("check", "linear.d*[reference]", "--examples", "2", "--format", "json")
     assert result.exit_code == 0
     assert "[" in result.stderr and "] 1/3 linear.db[reference]" in result.stderr
     assert report_of(result)["summary"]["formulas"] == 3
@@ -371,7 +379,7 @@ def test_colour_on_a_terminal_unless_no_color(monkeypatch):
     monkeypatch.setenv("NO_COLOR", "1")
     assert not cli.use_color(Tty())
     monkeypatch.setattr(cli, "use_color", lambda stream: True)
-    coloured = invoke("check", "linear.db[reference]", "-n", "2", color=True)
+    coloured = invoke("check", "linear.db[reference]", "--examples", "2", color=True)
     assert "\x1b[32mpass" in coloured.stdout
 
 
@@ -379,7 +387,7 @@ def test_colour_on_a_terminal_unless_no_color(monkeypatch):
 
 
 def test_explain_softmax_as_written_shows_the_counterexample_and_grid():
-    result = invoke("explain", "softmax_ce.dy[as-written]", "-n", "20")
+    result = invoke("explain", "softmax_ce.dy[as-written]", "--examples", "20")
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "dL/dy_i = p_gt - 1 if i = gt" in out and "Problem 1" in out
@@ -390,7 +398,7 @@ def test_explain_softmax_as_written_shows_the_counterexample_and_grid():
 
 
 def test_explain_maxpool_as_written_shows_a_grid_per_channel():
-    result = invoke("explain", "maxpool2d.dx[as-written]", "-n", "20")
+    result = invoke("explain", "maxpool2d.dx[as-written]", "--examples", "20")
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "x[0, :, :]" in out and "Case: x (" in out and "s=1" in out
@@ -399,7 +407,7 @@ def test_explain_maxpool_as_written_shows_a_grid_per_channel():
 
 
 def test_explain_a_passing_formula():
-    result = invoke("explain", "linear.db[reference]", "-n", "5")
+    result = invoke("explain", "linear.db[reference]", "--examples", "5")
     assert result.exit_code == 0 and "Verdict: pass over 5 cases (as expected)" in result.stdout
     assert "Minimal counterexample" not in result.stdout
 
@@ -416,7 +424,7 @@ def test_explain_an_ambiguous_name_lists_the_candidates():
     (NONSMOOTH, "fx_relu.dx[reference]", 0, "Case at a kink"),
 ])
 def test_explain_user_formulas(module, formula, code, expected):
-    result = invoke("explain", formula, "--no-builtin", "-m", module, "-n", "10")
+    result = invoke("explain", formula, "--no-builtin", "-m", module, "--examples", "10")
     assert result.exit_code == code, result.output
     assert expected in result.stdout
 
@@ -470,3 +478,18 @@ def test_runs_as_an_installed_module(tmp_path):
 def test_help(command):
     result = invoke(command, "--help")
     assert result.exit_code == 0 and "Usage:" in result.stdout
+
+
+# ---------------------------------------------------------------- report only (issue 15)
+
+
+def test_report_only_exits_0_with_the_same_report():
+    usual = invoke("check", "--no-builtin", "-m", BROKEN, "-n", "10", "--format", "json")
+    audit = invoke("check", "--no-builtin", "-m", BROKEN, "-n", "10", "--format", "json",
+                   "--report-only")
+    assert usual.exit_code == 1 and audit.exit_code == 0, audit.output
+    assert without_seconds(report_of(audit)) == without_seconds(report_of(usual))
+    assert report_of(audit)["summary"]["unexpected"] >= 1
+    assert "--report-only" in invoke("check", "--help").stdout
+    # a usage error is still one
+    assert invoke("check", "no-such-formula", "--report-only").exit_code == 2

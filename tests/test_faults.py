@@ -41,7 +41,8 @@ FORMULA_FAULTS = {
     "forward_dropout": ["nondeterministic"],
     "forward_mutates": ["forward modified its input 'x' in place"],
     "vjp_mutates": ["vjp modified its input 'x' in place"],
-    "batched_but_not": ["forward on a batch of inputs (batched=True) returned shape ()"],
+    "batched_but_not": ["forward does not broadcast over a leading batch axis (declared "
+                        "batched=True)", "returned shape ()", "declare batched=False"],
     "strategy_raises": ["case strategy", "raised ValueError: the strategy itself is broken"],
     "strategy_missing_wrt": ["case strategy", "unusable case", "wrt='x'"],
     "strategy_int_array": ["case strategy", "unusable case", "int64"],
@@ -51,7 +52,7 @@ FORMULA_FAULTS = {
 
 @pytest.fixture(scope="module")
 def report():
-    result = CliRunner().invoke(cli.main, ["check", "--no-builtin", "-m", FAULTS, "-n", "5",
+    result = CliRunner().invoke(cli.main, ["check", "--no-builtin", "-m", FAULTS, "--examples", "5",
                                            "--format", "json"])
     assert result.exit_code == 1, result.output  # formulas not as expected: exit 1, no crash
     return {f["derivation"].removeprefix("fault_"): f for f in json.loads(result.stdout)[
@@ -116,7 +117,7 @@ def test_signal_mid_run_keeps_finished_formulas_in_an_interrupted_report(tmp_pat
     target, mark = tmp_path / "report.json", tmp_path / "slow-started"
     proc = subprocess.Popen(
         [sys.executable, "cli.py", "check", "--no-builtin", "-m", "tests/fixtures/slow.py",
-         "-n", "100000", "--format", "json", "-o", str(target)],
+         "--examples", "100000", "--format", "json", "-o", str(target)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env={**os.environ, "GRADCHECK_TEST_MARK": str(mark)},
     )

@@ -198,9 +198,9 @@ def test_index_arrays_arguments_are_validated():
 # ---------------------------------------------------------------- max-pool with padding
 
 
-def maxpool(x, w):
-    """Max-pool over the last len(w) axes with w's padding (by -inf), dilation and stride."""
-    pad = np.pad(x, ((0, 0),) + w.pad_width, constant_values=-np.inf)
+def maxpool(x, w, fill=-np.inf):
+    """Max-pool over the last len(w) axes with w's padding (by fill), dilation and stride."""
+    pad = np.pad(x, ((0, 0),) + w.pad_width, constant_values=fill)
     out = np.empty((x.shape[0], *w.out))
     for c, *o in itertools.product(range(x.shape[0]), *map(range, w.out)):
         out[(c, *o)] = pad[(c, *(slice(i * s, i * s + sp, d) for i, s, sp, d in
@@ -208,8 +208,8 @@ def maxpool(x, w):
     return out
 
 
-def maxpool_backward(dy, x, w, *, unpadded_coordinates=False):
-    pad = np.pad(x, ((0, 0),) + w.pad_width, constant_values=-np.inf)
+def maxpool_backward(dy, x, w, fill=-np.inf, *, unpadded_coordinates=False):
+    pad = np.pad(x, ((0, 0),) + w.pad_width, constant_values=fill)
     src = x if unpadded_coordinates else pad  # the real bug: padded offsets into x
     dpad = np.zeros_like(pad)
     for c, *o in itertools.product(range(x.shape[0]), *map(range, w.out)):
@@ -241,3 +241,20 @@ def test_maxpool_with_padding_right_and_with_unpadded_coordinates():
     assert good.status == "pass", good.failing_result and good.failing_result.explain()
     assert bad.status == "fail" and bad.counterexample["status"] == "fail"
     assert "padding=(0, 0)" not in bad.counterexample["params"]["w"]  # needs padding to show
+
+
+def test_maxpool_padded_with_zeros_over_values_kept_off_zero():
+    """A zero pad competes with the input for the maximum: values kept a margin away from 0
+    never tie with it, so a right backward passes with no kink, and one that always credits
+    the input fails."""
+    geometry = windows(2, max_out=2, max_kernel=3, max_stride=2, max_padding=1)
+    cases = geometry.flatmap(lambda w: st.fixed_dictionaries({
+        "x": spaced_arrays((1, *w.size), gap=0.5, avoid=(0.0,), margin=0.5, offset_scale=4.0),
+        "w": st.just(w), "fill": st.just(0.0)}))
+    d = Derivation("zpool", maxpool, cases=cases)
+    d.formula("x", maxpool_backward)
+    d.formula("x", lambda dy, x, w, fill: maxpool_backward(dy, x, w, -np.inf),
+              variant="as-written", expect="fail")
+    good, bad = (run_formula(f, Settings(examples=40, seed=2)) for f in d.formulas)
+    assert good.status == "pass", good.failing_result and good.failing_result.explain()
+    assert bad.status == "fail", bad.message

@@ -83,7 +83,7 @@ def test_without_matplotlib_the_tables_stay_and_the_page_says_how(run, monkeypat
 def test_cli_writes_the_html_report(tmp_path):
     target = tmp_path / "report.html"
     result = CliRunner().invoke(cli.main, ["check", "--no-builtin", "-m",
-                                           "tests/fixtures/good.py", "-n", "10",
+                                           "tests/fixtures/good.py", "--examples", "10",
                                            "--format", "html", "-o", str(target)])
     assert result.exit_code == 0, result.output
     assert target.read_text().startswith("<!doctype html>")
@@ -115,7 +115,7 @@ def test_sweep_of_a_wrong_formula_is_flat_at_its_error():
 
 
 def test_sweep_command_prints_the_curve_with_the_chosen_step():
-    result = CliRunner().invoke(cli.main, ["sweep", "softmax_ce.dy[reference]", "-n", "5"])
+    result = CliRunner().invoke(cli.main, ["sweep", "softmax_ce.dy[reference]", "--examples", "5"])
     assert result.exit_code == 0, result.output
     assert "<- chosen step" in result.output and "1.0e-13" in result.output
     assert len(sweep_table({"h": [0.1], "error": [1e-3], "chosen_h": 1e-5,

@@ -204,3 +204,13 @@ def test_importing_the_plugin_loads_neither_numpy_nor_hypothesis_nor_a_framework
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_report_only_items_pass_and_the_summary_says_what_each_did(
+        project: pytest.Pytester) -> None:
+    result = project.runpytest("--gradcheck", "--gradcheck-report-only")
+    result.assert_outcomes(passed=4)
+    out = result.stdout.str()
+    assert re.search(r"square\.dx\[reference\]\s+\d+\s+\S+\s+fail\s+UNEXPECTED", out), out
+    project.makeini("[pytest]\ngradcheck_examples = 10\ngradcheck_report_only = true\n")
+    project.runpytest("--gradcheck").assert_outcomes(passed=4)
