@@ -17,13 +17,13 @@ if TYPE_CHECKING:  # type checkers see the real signatures; at run time they loa
     from gradcheck.compare import RULE
     from gradcheck.declare import Derivation, Formula, collect_formulas, load_derivations
     from gradcheck.errors import GradcheckError, GradientMismatch, InvalidCase, LoadError
-    from gradcheck.numeric import numeric_gradient
+    from gradcheck.noise import numeric_gradient
     from gradcheck.result import CaseResult
 
 _WHERE = {
     "check_vjp": "gradcheck.check",
     "assert_vjp": "gradcheck.check",
-    "numeric_gradient": "gradcheck.numeric",
+    "numeric_gradient": "gradcheck.noise",
     "CaseResult": "gradcheck.result",
     "RULE": "gradcheck.compare",
     "Derivation": "gradcheck.declare",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -31,18 +32,12 @@ from gradcheck.guard import (  # noqa: F401 (MODES: part of check's interface)
     prepare,
     unchanged,
 )
-from gradcheck.numeric import (
-    DEFAULT_BUDGET,
-    Loss,
-    call_batched,
-    eps_of,
-    estimate_noise,
-    loss_rows,
-    max_abs,
-)
+from gradcheck.noise import estimate_noise
+from gradcheck.numeric import DEFAULT_BUDGET, Loss, call_batched, eps_of, loss_rows, max_abs
 from gradcheck.result import CaseResult, Element
 from gradcheck.verdict import REPORTED, Verdicts, compare_elements, directional
 
+OVERFLOW = 2.0**1000  # |L| or its magnitudes beyond this: differences of L could overflow
 MAX_EXHAUSTIVE = 1 << 16  # auto mode: larger inputs are checked along random directions
 WORK_BYTES = 12 * 8  # per element, exhaustive mode holds about 12 float64 work arrays
 DIRECTIONS = 2  # see benchmarks/README.md: a third or fourth caught no seed the second missed
@@ -116,33 +111,42 @@ def check_vjp(
         loss = Loss(
             fwd, case, wrt, g, batched=batched, budget=budget,
             check_output=lambda out, shape: as_float_array(
-                out, "forward on a batch of inputs (batched=True)" if batched else "forward", shape
+                out, "forward on a batch of inputs (batched=True)" if batched else "forward",
+                shape, finite=False,
             ),
             reserve=2 * 8 * x.size,  # the analytic gradient and one direction, held beside
         )
-        magnitude = float(np.sum(np.abs(g * y)) + np.sum(np.abs(g)) * max(
-            max_abs(v) for v in arrays.values()
-        ))
+        floor = noise_floor(g, y, arrays, eps_of(target))
         L0 = float(loss_rows(y[None], g)[0])
+        if not (math.isfinite(L0) and floor < OVERFLOW * eps_of(target)):
+            return _overflow(result, loss, L0, floor / eps_of(target), a)
         # L at x again, through the batched path: randomness drawn once per call shows
-        _same(L0, loss.at_x(), magnitude, target, "two evaluations at the same input")
+        _same(L0, loss.at_x(), floor, "two evaluations at the same input")
         # Judge at the noise floor first: the measured noise is never below it, and a larger
         # noise only widens tolerances, so a pass there stands -- unless a smaller step
         # overruled D(h), on evidence (D(h) off by more than its noise) that a larger noise
         # would withdraw. Anything else is judged again at the measured noise, if larger.
-        floor = eps_of(target) * magnitude
         directions_from = rng.bit_generator.state
         verdict, overruled = _judge(result, mode, loss, L0, a, floor, rng, directions)
         if verdict.status != "pass" or overruled:
-            L_table, noise = estimate_noise(loss, magnitude, rng)
-            _same(L0, L_table, magnitude, target,
+            L_table, noise = estimate_noise(loss, floor, rng)
+            _same(L0, L_table, floor,
                   "a call of its own and a row of a batched call, at the same input")
-            if noise.sigma > floor:
+            sigma = noise.sigma
+            if noise.how in ("floor", "upper bound") and 0 < noise.measured < floor:
+                # A noise level (or a bound on it) was found below the floor: the floor's
+                # input term (|g|_1 max|inputs|, a guess at intermediate magnitudes) is not
+                # there. The rounding of the outputs themselves stays a floor.
+                sigma = max(noise.measured, output_floor(g, y, eps_of(target)))
+            if sigma != floor:
                 rng.bit_generator.state = directions_from  # the same random directions
-                verdict, _ = _judge(result, mode, loss, L0, a, noise.sigma, rng, directions)
+                verdict, _ = _judge(result, mode, loss, L0, a, sigma, rng, directions)
             if noise.how == "upper bound":
                 verdict.notes.append(
                     "noise of L not resolved; its highest-order difference bounds it")
+            elif noise.how == "outside":
+                verdict.notes.append("noise of L not measured: every difference table left "
+                                     "the forward's domain; taken at its floor")
         result = verdict
         unchanged(arrays, before, "forward")
         result.evaluations = 1 + loss.evaluations  # the forward at x, then L's
@@ -154,6 +158,38 @@ def check_vjp(
         if wrong:
             result.status, result.message, result.diagnosis = "error", wrong, ""
     result.upstream = g
+    return result
+
+
+def output_floor(g: np.ndarray, y: np.ndarray, eps: float) -> float:
+    """eps * sum|g*y|, each product taken with eps first so that none overflows."""
+    gf, yf = np.abs(g.reshape(-1).astype(np.float64)), np.abs(y.reshape(-1).astype(np.float64))
+    with np.errstate(over="ignore"):
+        return float(np.sum(gf * (eps * yf)))
+
+
+def noise_floor(
+    g: np.ndarray, y: np.ndarray, arrays: Mapping[str, np.ndarray], eps: float
+) -> float:
+    """eps * (sum|g*y| + |g|_1 max|inputs|): the rounding of the magnitudes that flow
+    through L, each product taken with eps first so that none overflows (inf only when the
+    sum itself exceeds the float64 range)."""
+    top = max(max_abs(v) for v in arrays.values())
+    gf, yf = np.abs(g.reshape(-1).astype(np.float64)), np.abs(y.reshape(-1).astype(np.float64))
+    with np.errstate(over="ignore"):
+        return float(np.sum(gf * (eps * yf)) + np.sum(gf * eps) * top)
+
+
+def _overflow(
+    result: CaseResult, loss: Loss, L0: float, magnitude: float, a: np.ndarray
+) -> CaseResult:
+    """L = <g, y> (or the magnitudes in it) comes within OVERFLOW of the float64 range:
+    its differences would overflow. Not resolved, and said why; never a verdict."""
+    result.status, result.nonsmooth = "nonsmooth", a.size
+    result.checked, result.analytic, result.evaluations = a.size, a, 1 + loss.evaluations
+    result.diagnosis = (f"not resolved: L = <g, y> = {L0:.3g} with magnitudes up to "
+                        f"{magnitude:.3g} comes too close to the float64 range "
+                        f"({OVERFLOW:.3g}) for its differences to be taken")
     return result
 
 
@@ -194,14 +230,16 @@ def batch_claim_broken(forward: Callable[..., Any], case: dict[str, Any], wrt: s
 
 def _fill(result: CaseResult, a: np.ndarray, v: Verdicts, shape: tuple[int, ...]) -> None:
     bad = ~v.ok & ~v.kink
-    rel = compare.rel_error(a, v.numeric, v.atol, result.rtol, v.ok)
+    with np.errstate(invalid="ignore"):
+        rel = np.nan_to_num(compare.rel_error(a, v.numeric, v.atol, result.rtol, v.ok),
+                            nan=0.0, posinf=0.0)
     result.numeric = v.numeric.reshape(shape)
     result.rel_error = rel.reshape(shape)
     result.failed, result.kinked = bad.reshape(shape), v.kink.reshape(shape)
     result.checked, result.mismatches = a.size, int(bad.sum())
     result.nonsmooth = int(v.kink.sum())
     result.max_rel_error = float(rel.max(initial=0.0))
-    result.max_abs_error = float(np.abs(a - v.numeric).max(initial=0.0))
+    result.max_abs_error = float(np.nan_to_num(np.abs(a - v.numeric), nan=0.0).max(initial=0.0))
     worst = int(np.argmax(rel))
     result.worst_index = tuple(int(i) for i in np.unravel_index(worst, shape))
     if result.mismatches or result.nonsmooth:  # the elements listed: failures, then kinks
@@ -222,18 +260,23 @@ def _fill(result: CaseResult, a: np.ndarray, v: Verdicts, shape: tuple[int, ...]
     elif result.nonsmooth:
         result.status = "nonsmooth"
         blurred, kinks = int(v.unresolved.sum()), result.nonsmooth - int(v.unresolved.sum())
+        outside = int(v.outside.sum())
         parts = [f"{kinks} element(s) sit at a kink: the one-sided differences disagree and "
                  "the analytic value lies between them"] if kinks else []
-        if blurred:
-            parts.append(f"{blurred} element(s) are not resolved by finite differences: the "
-                         "function changes faster than steps down to h/8 can follow")
+        if blurred - outside:
+            parts.append(f"{blurred - outside} element(s) are not resolved by finite "
+                         "differences: they do not settle at any step down to the noise limit "
+                         "or the last representable change of x")
+        if outside:
+            parts.append(f"{outside} element(s) are not resolved: every step tried left the "
+                         "forward's domain (non-finite there)")
         result.diagnosis = "; ".join(parts)
     else:
         result.status = "pass"
 
 
-def _same(L1: float, L2: float, magnitude: float, dtype: np.dtype, how: str) -> None:
-    if abs(L1 - L2) > compare.SAFETY * eps_of(dtype) * magnitude:
+def _same(L1: float, L2: float, floor: float, how: str) -> None:
+    if not abs(L1 - L2) <= compare.SAFETY * floor:
         raise Broken(f"forward is nondeterministic: {how} gave {L1!r} and {L2!r}")
 
 

@@ -27,9 +27,12 @@ RULE = (
     "element agrees when |a - n| <= atol_i + rtol*|n|, "
     f"atol_i = {SAFETY:g}*(sigma_L/h_i + trunc_i), "
     "rtol = sqrt(eps); sigma_L = eps*magnitudes in L (a pass on D(h) or D(2h) there "
-    "stands; otherwise the measured noise of L, ECnoise, if larger), or eps*max|L(x+-h)| "
-    "if larger; "
-    "h_i = eps^(1/3)*max(1,|x_i|), trunc_i = |D(h)-D(2h)|/3; "
+    "stands; otherwise the measured noise of L, ECnoise, lowest over three spacings), or "
+    "eps*max|L(x+-h)| if larger; "
+    "h_i = eps^(1/3)*max(1,|x_i|), trunc_i = |D(h)-D(2h)|/3; elements still outside are "
+    "refined (h/3.7^k, down to the noise limit or 4 ulps of x): they agree on a resolved "
+    "smaller step where D(h) is shown off, disagree where two successive resolved steps "
+    "agree with each other, else are not resolved (nonsmooth); "
     "rel error = |a-n|/max(|a|,|n|,atol_i/rtol if it agrees else atol_i)"
 )
 

@@ -37,7 +37,12 @@ def is_float(v: Any) -> bool:
     return isinstance(v, np.ndarray) and v.dtype.kind == "f"
 
 
-def as_float_array(out: Any, who: str, shape: tuple[int, ...] | None) -> np.ndarray:
+def as_float_array(
+    out: Any, who: str, shape: tuple[int, ...] | None, *, finite: bool = True
+) -> np.ndarray:
+    """``out`` as a float array of ``shape``; Broken if it is not one, or (``finite``) if it
+    holds NaN or inf. At perturbed inputs non-finite values are let through: a step that
+    leaves the forward's domain is the judge's business, not an error of the forward."""
     if not isinstance(out, (np.ndarray, np.generic, float)) or isinstance(out, bool):
         raise Broken(f"{who} returned {describe(out)}; expected a numpy float array")
     arr = np.asarray(out)
@@ -46,7 +51,7 @@ def as_float_array(out: Any, who: str, shape: tuple[int, ...] | None) -> np.ndar
     if shape is not None and arr.shape != shape:
         hint = " (transposed?)" if arr.shape == shape[::-1] and arr.ndim > 1 else ""
         raise Broken(f"{who} returned shape {arr.shape}; expected {shape}{hint}")
-    if not np.isfinite(arr).all():
+    if finite and not np.isfinite(arr).all():
         bad = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0]) if arr.ndim else ()
         raise Broken(f"{who} returned a non-finite value {arr[bad]!r} at index {bad}")
     return arr
@@ -82,8 +87,9 @@ def guard(fn: Callable[..., Any], who: str) -> Callable[..., Any]:
 def prepare(
     case: Any, wrt: Any, mode: str, dtype: Any
 ) -> tuple[dict[str, Any], np.dtype, list[str]]:
-    """The case with its float arrays contiguous and in the target dtype, that dtype, and
-    notes on any cast; InvalidCase for anything unusable, naming the argument."""
+    """The case with its float arrays contiguous and in the target dtype (shapes exactly as
+    given, () included), that dtype, and notes on any cast; InvalidCase for anything
+    unusable, naming the argument."""
     if not isinstance(case, Mapping):
         raise InvalidCase(f"case must be a dict of keyword arguments, got {type(case).__name__}")
     if not isinstance(wrt, str) or wrt not in case:
@@ -110,8 +116,8 @@ def prepare(
         if is_float(v) and v.dtype != target:
             notes.append(f"{k} cast from {v.dtype} to {target}")
             prepared[k] = v.astype(target)
-        elif is_float(v):
-            prepared[k] = np.ascontiguousarray(v)  # used as given: the engine never writes to it
+        elif is_float(v):  # used as given (the engine never writes to it); 0-d stays 0-d
+            prepared[k] = np.asarray(v, order="C")
     return prepared, target, notes
 
 

@@ -7,10 +7,12 @@ the value (``"max_kernel must be >= 1, got max_kernel=0"``).
 
 ``small_shapes(min_dims=1, max_dims=2, min_side=1, max_side=4)``
     Tuples of ints; shrinks towards fewer and shorter axes.
-``float_arrays(shape, max_magnitude=1e3)``
+``float_arrays(shape, max_magnitude=1e3, min_magnitude=1e-20, special=())``
     Finite float64 arrays whose elements mix exact zeros, tiny magnitudes (1e-12, 2.2e-16),
     moderate values and large ones up to ``max_magnitude``: the values that break a naive
-    element-wise relative error. ``shape`` is a tuple (or int) or a strategy of tuples.
+    element-wise relative error; magnitudes log-uniform over the whole range (every decade,
+    where cancelling formulas lose their digits); and values near the ``special`` points
+    (poles, domain edges, kinks). ``shape`` is a tuple (or int) or a strategy of tuples.
 ``separated_arrays(shape, gap=1.0, offset_scale=10.0)``
     float64 arrays whose values are pairwise at least ``gap`` apart, for max-pool style
     forwards where a finite-difference step must never change which element wins. Built as
@@ -156,22 +158,58 @@ def class_labels(n: int) -> st.SearchStrategy[int]:
 
 
 _AWKWARD = (1e-12, -1e-12, 2.2e-16, -2.2e-16, 1e-6, -1e-6, 1.0, -1.0)
+SMALLEST = 1e-20  # log-uniform magnitudes from here: below eps^2 a value acts as 0 or tiny
 
 
 def float_arrays(
-    shape: ShapeArg, *, max_magnitude: float = 1e3
+    shape: ShapeArg,
+    *,
+    max_magnitude: float = 1e3,
+    min_magnitude: float = SMALLEST,
+    special: Iterable[float] = (),
 ) -> st.SearchStrategy[NDArray[np.float64]]:
-    """Finite float64 arrays mixing zeros, tiny, moderate and large (``max_magnitude``) values."""
+    """Finite float64 arrays mixing zeros, awkward values (1e-12, 2.2e-16, 1e-6, 1,
+    ``max_magnitude``), hypothesis' own floats, magnitudes drawn log-uniformly over
+    ``[min_magnitude, max_magnitude]`` (so every decade comes up, 1e-10 .. 1e-7 included,
+    where formulas like (x cos x - sin x) / x^2 lose all their digits), and values close to
+    the ``special`` points (poles, domain edges, kinks: p +- |p| 10^-k, or +-10^-k at 0, for
+    k log-uniform down to the float64 resolution)."""
     big = _check_float("max_magnitude", max_magnitude, allow_zero=False)
+    small = _check_float("min_magnitude", min_magnitude, allow_zero=False)
+    if small > big:
+        raise InvalidArgument(f"min_magnitude must be <= max_magnitude={big!r}, got "
+                              f"min_magnitude={min_magnitude!r}")
+    points = tuple(_check_float_any("special", p) for p in special)
     specials = [v for v in _AWKWARD if abs(v) <= big] + [big, -big]
-    elements = st.one_of(
+    signs = st.sampled_from([1.0, -1.0])
+    decades = st.floats(math.log10(small), math.log10(big))
+    log_uniform = st.builds(lambda s, e: s * min(big, max(small, 10.0**e)), signs, decades)
+    parts = [
         st.just(0.0),
         st.floats(-big, big, allow_nan=False, allow_infinity=False, allow_subnormal=False),
         st.sampled_from(specials),
-    )
+        log_uniform,
+    ]
+    if points:
+        offsets = st.floats(-16.0, 0.0)  # relative distance 10^-16 .. 1
+        near = st.builds(_near, st.sampled_from(points), signs, offsets)
+        parts.append(near.map(lambda v: min(big, max(-big, v))))
+    elements = st.one_of(*parts)
     return _shapes("shape", shape).flatmap(
         lambda shp: hnp.arrays(np.float64, shp, elements=elements, fill=st.nothing())
     )
+
+
+def _near(p: float, sign: float, exponent: float) -> float:
+    return p + sign * max(abs(p), 1.0) * 10.0**exponent
+
+
+def _check_float_any(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InvalidArgument(f"{name} must hold real numbers, got {value!r} in {name}")
+    if not math.isfinite(float(value)):
+        raise InvalidArgument(f"{name} must hold finite numbers, got {value!r} in {name}")
+    return float(value)
 
 
 def separated_arrays(
