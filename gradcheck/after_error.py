@@ -19,6 +19,7 @@ from typing import Any
 
 from gradcheck import runner
 from gradcheck.declare import Formula
+from gradcheck.hypothesis_compat import seed_alone
 from gradcheck.result import CaseResult
 
 
@@ -71,11 +72,13 @@ def search_past_error(
 
     wrong: _Wrong | None = None
     try:
-        with runner._seed_alone():
+        with seed_alone(), runner._errstate():
             prop()
     except _Wrong as exc:
         wrong = exc
-    except Exception as exc:  # the strategy or the engine: the error reported stands
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # the strategy, the engine or user code: the error stands
         out.message += f"\n(the search past the error stopped: {type(exc).__name__}: {exc})"
     out.cases += checked
     if wrong is None:

@@ -16,9 +16,11 @@ interrupted (the report then holds the formulas finished so far).
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import fnmatch
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -115,22 +117,51 @@ def modules_of(builtin: bool | None, modules: tuple[str, ...]) -> list[str]:
         where = CATALOGUE.get("root", Path.cwd()) / "derivations"
         raise click.UsageError(f"no built-in catalogue: {str(where)!r} has no modules; give "
                                "--module NAME_OR_PATH")
-    chosen = list(dict.fromkeys(catalogue + list(modules)))
+    chosen = distinct(catalogue + list(modules))
     if not chosen:
         raise click.UsageError("no modules to load: give --module or drop --no-builtin")
     return chosen
+
+
+def distinct(specs: list[str]) -> list[str]:
+    """The modules in order, each once however it is spelled (``a.py``, ``./a.py``, an
+    absolute path, or a dotted name of the same file)."""
+    import importlib.util
+
+    seen, out = set(), []
+    for spec in specs:
+        key = spec
+        if spec.endswith(".py") or os.path.isfile(spec):
+            key = os.path.realpath(spec)
+        else:
+            with contextlib.suppress(Exception):  # not found: the loader names the problem
+                origin = importlib.util.find_spec(spec).origin  # type: ignore[union-attr]
+                key = os.path.realpath(origin) if origin else spec
+        if key not in seen:
+            seen.add(key)
+            out.append(spec)
+    return out
+
+
+def time_limit(ctx: click.Context, param: click.Parameter, value: float) -> float | None:
+    try:
+        return settings.time_limit(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from exc
 
 
 def run_options(fn: Any) -> Any:
     for decorator in reversed([
         click.option("--examples", type=click.IntRange(min=1), default=settings.EXAMPLES,
                      show_default=True, help=settings.HELP["examples"]),
-        click.option("--seed", type=int, default=settings.SEED, show_default=True,
-                     help=settings.HELP["seed"]),
+        click.option("--seed", type=click.IntRange(min=0), default=settings.SEED,
+                     show_default=True, help=settings.HELP["seed"]),
         click.option("--mode", type=click.Choice(settings.MODES), default=settings.MODE,
                      show_default=True, help=settings.HELP["mode"]),
         click.option("--dtype", type=click.Choice(settings.DTYPES), default=settings.DTYPE,
                      show_default=True, help=settings.HELP["dtype"]),
+        click.option("--timeout", type=float, default=settings.TIMEOUT, show_default=True,
+                     metavar="SECONDS", callback=time_limit, help=settings.HELP["timeout"]),
     ]):
         fn = decorator(fn)
     return fn
@@ -145,7 +176,7 @@ def writable_output(ctx: click.Context, param: click.Parameter, value: Path | No
     problem = unwritable(value)
     if problem:
         raise click.BadParameter(problem, ctx, param)
-    return value
+    return Path(os.path.abspath(value))  # now: a module that changes directory cannot move it
 
 
 class OutputError(click.ClickException):
@@ -167,6 +198,7 @@ class Cli(click.Group):
     """Click's usage errors exit 2; Ctrl-C exits 130; anything unexpected exits 3."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        old = settings.end_on_sigterm()  # from the start: loading modules can take a while
         try:
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
@@ -178,6 +210,8 @@ class Cli(click.Group):
             click.echo("gradcheck: internal error, please report it:\n" + traceback.format_exc(),
                        err=True)
             ctx.exit(EXIT_INTERNAL)
+        finally:
+            signal.signal(signal.SIGTERM, old)
 
 
 @click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
@@ -232,40 +266,27 @@ def jobs_type(ctx: click.Context | None, param: click.Parameter | None, value: A
 @click.option("--report-only", is_flag=True, default=settings.REPORT_ONLY,
               help=settings.HELP["report_only"] + " Exit 0 once the report is written.")
 @module_options
-def check(patterns: tuple[str, ...], examples: int, seed: int, mode: str, dtype: str, fmt: str,
-          output: Path | None, jobs: int, report_only: bool, builtin: bool | None,
-          modules: tuple[str, ...]) -> None:
+def check(patterns: tuple[str, ...], examples: int, seed: int, mode: str, dtype: str,
+          timeout: float | None, fmt: str, output: Path | None, jobs: int, report_only: bool,
+          builtin: bool | None, modules: tuple[str, ...]) -> None:
     """Check formulas over property-generated cases and report per formula."""
-    from gradcheck.report import RENDERERS, render_table, write_atomic
     from gradcheck.repro import save_large
     from gradcheck.runall import run_all
 
-    chosen = modules_of(builtin, modules)
-    formulas = select(chosen, patterns)
+    jobs = capped_jobs(jobs)
+    with contextlib.redirect_stdout(sys.stderr):  # a module that prints as it loads: not
+        formulas = select(modules_of(builtin, modules), patterns)  # into a report on stdout
     show = stderr_is_tty()
-    settings.end_on_sigterm()
     run = run_all(formulas, settings.Settings(examples=examples, seed=seed, mode=mode,
                                               dtype=dtype),
-                  _progress if show else None, jobs=jobs, modules=chosen)
+                  _progress if show else None, jobs=jobs, timeout=timeout)
     if show:
         click.echo("\r\x1b[2K", err=True, nl=False)
     base = Path.cwd() if output is None else output.parent
     folder = Path("gradcheck-cases") if output is None else Path(f"{output.name}.cases")
     for saved in save_large(run.results, base, folder):
         click.echo(f"counterexample too large to inline saved to {saved}", err=True)
-    if fmt == "table":
-        text = render_table(run, color=output is None and use_color(sys.stdout))
-    else:
-        text = RENDERERS[fmt](run)
-    if output is None:
-        click.echo(text, nl=False)
-    else:
-        try:
-            write_atomic(output, text)
-        except OSError as exc:
-            raise OutputError(f"could not write the report to {str(output)!r}: "
-                              f"{exc.strerror or exc}") from exc
-        click.echo(f"report written to {output}", err=True)
+    deliver(run, fmt, output)
     if run.interrupted:
         click.echo("interrupted: the report holds the formulas finished so far", err=True)
         sys.exit(EXIT_INTERRUPTED)
@@ -275,6 +296,66 @@ def check(patterns: tuple[str, ...], examples: int, seed: int, mode: str, dtype:
                    f"checking {', '.join(broken)}; see the report", err=True)
         sys.exit(EXIT_INTERNAL)
     sys.exit(EXIT_OK if run.ok or report_only else EXIT_MISMATCH)
+
+
+def capped_jobs(jobs: int) -> int:
+    """More workers than CPUs only slows every one of them down: capped, with a warning."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = max(1, cpus or 1)
+    if jobs > cpus:
+        click.echo(f"gradcheck: --jobs {jobs} is more than the {cpus} CPUs available to this "
+                   f"process; using {cpus}", err=True)
+    return min(jobs, cpus)
+
+
+def render(run: Any, fmt: str, output: Path | None, plots: bool = True) -> str:
+    from gradcheck.report import RENDERERS, render_html, render_table
+
+    if fmt == "table":
+        return render_table(run, color=output is None and use_color(sys.stdout))
+    if fmt == "html":
+        return render_html(run, plots=plots)
+    return RENDERERS[fmt](run)  # type: ignore[no-any-return]
+
+
+def deliver(run: Any, fmt: str, output: Path | None) -> None:
+    """Render the report and write it. An interrupt while rendering (HTML takes ~0.3 s a
+    formula) leaves a valid report of the finished formulas all the same: rendered again
+    the cheap way (HTML without plots), marked interrupted, with Ctrl-C and SIGTERM held
+    until it is written; a held signal then ends the program (exit 130)."""
+    try:
+        text = render(run, fmt, output)
+    except KeyboardInterrupt:
+        run.interrupted = True
+        with settings.signals_held():
+            write(render(run, fmt, output, plots=False), output)
+        return
+    with settings.signals_held():
+        write(text, output)
+
+
+def write(text: str, output: Path | None) -> None:
+    from gradcheck.report import write_atomic
+
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        write_atomic(output, text)
+    except OSError as exc:
+        raise OutputError(f"could not write the report to {str(output)!r}: "
+                          f"{exc.strerror or exc}") from exc
+    click.echo(f"report written to {output}", err=True)
+
+
+def isolated(f: Any, examples: int, seed: int, mode: str, dtype: str,
+             timeout: float | None) -> Any:
+    """One formula's result, checked in a worker process (gradcheck.isolate)."""
+    from gradcheck.isolate import run_isolated
+
+    (result,) = run_isolated([f], settings.Settings(examples=examples, seed=seed, mode=mode,
+                                                    dtype=dtype), timeout=timeout)
+    return result
 
 
 def one_formula(formula: str, builtin: bool | None, modules: tuple[str, ...]) -> Any:
@@ -297,13 +378,13 @@ def one_formula(formula: str, builtin: bool | None, modules: tuple[str, ...]) ->
               help="Save the counterexample found to this .npz (for --case).")
 @module_options
 def explain(formula: str, examples: int, seed: int, mode: str, dtype: str,
+            timeout: float | None,
             case_file: Path | None, save_case: Path | None, builtin: bool | None,
             modules: tuple[str, ...]) -> None:
     """Show a formula, a fresh verdict, its minimal counterexample and where it is wrong."""
     from gradcheck import repro
     from gradcheck.compare import RULE
     from gradcheck.report import cases_text, error_grid
-    from gradcheck.runner import run_formula
 
     f = one_formula(formula, builtin, modules)
     click.echo(f"{f.id}   ({f.source or f.derivation.module}; variant {f.variant}, "
@@ -314,7 +395,7 @@ def explain(formula: str, examples: int, seed: int, mode: str, dtype: str,
         click.echo(f"  ran on {f.derivation.runs_on}")
     if case_file is not None:
         sys.exit(recheck(f, case_file))
-    r = run_formula(f, settings.Settings(examples=examples, seed=seed, mode=mode, dtype=dtype))
+    r = isolated(f, examples, seed, mode, dtype, timeout)
     worst = "-" if r.max_rel_error is None else f"{r.max_rel_error:.3g}"
     click.echo(f"\nVerdict: {r.status} over {cases_text(r.cases)} "
                f"({'as expected' if r.matches_expectation else 'NOT as expected'}), checked in "
@@ -384,13 +465,13 @@ def recheck(f: Any, case_file: Path) -> int:
 @run_options
 @module_options
 def sweep(formula: str, examples: int, seed: int, mode: str, dtype: str,
+          timeout: float | None,
           builtin: bool | None, modules: tuple[str, ...]) -> None:
     """Print the error of a central difference against the step h, for one case."""
-    from gradcheck.runner import run_formula
     from gradcheck.sweep import sweep_table
 
     f = one_formula(formula, builtin, modules)
-    r = run_formula(f, settings.Settings(examples=examples, seed=seed, mode=mode, dtype=dtype))
+    r = isolated(f, examples, seed, mode, dtype, timeout)
     if r.sweep is None:
         raise click.ClickException(f"{f.id}: no case to sweep ({r.status}: {r.message})")
     which = "the minimal counterexample" if r.failing_case is not None else "the last case"

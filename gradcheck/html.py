@@ -69,7 +69,8 @@ def heatmap(plt: Any, abs_error: list[Any], name: str) -> str:
     top = float(err.max()) or 1.0
     for ax, panel, idx in zip(axes[0], panels, lead, strict=False):
         im = ax.imshow(panel, cmap="magma_r", vmin=0, vmax=top)
-        ax.set_title(f"{name}[{', '.join(map(str, idx))}, :, :]" if idx else name, fontsize=8)
+        ax.set_title(f"{name}[{', '.join(map(str, idx))}, :, :]" if idx else name, fontsize=8,
+                     parse_math=False)  # a user's name, not mathtext
         ax.set_xticks(range(panel.shape[1]))
         ax.set_yticks(range(panel.shape[0]))
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="|analytic - numeric|")
@@ -91,7 +92,20 @@ def sweep_plot(plt: Any, sweep: dict[str, Any], title: str) -> str:
 
 
 def _cell(text: Any, cls: str = "") -> str:
-    return f'<td class="{cls}">{html.escape(str(text))}</td>'
+    return f'<td class="{html.escape(cls)}">{html.escape(str(text))}</td>'
+
+
+def _span(status: str) -> str:
+    return f"<span class='{html.escape(status)}'>{html.escape(status)}</span>"
+
+
+def _figure(plt: Any, draw: Any, *args: Any) -> str:
+    """One plot, or a line saying why it is missing: a plot never costs the page."""
+    try:
+        return f"<figure>{draw(plt, *args)}</figure>"
+    except Exception as exc:
+        plt.close("all")
+        return f"<p><i>plot not drawn: {html.escape(f'{type(exc).__name__}: {exc}')}</i></p>"
 
 
 def counterexample_text(formula_id: str, c: dict[str, Any]) -> str:
@@ -113,9 +127,10 @@ def counterexample_text(formula_id: str, c: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def render_html(report: dict[str, Any]) -> str:
-    """The whole page from a ``gradcheck-report/1`` dict."""
-    plt = _pyplot()
+def render_html(report: dict[str, Any], plots: bool = True) -> str:
+    """The whole page from a ``gradcheck-report/1`` dict (its strings made printable by
+    gradcheck.safetext); ``plots=False`` leaves the plots out (fast)."""
+    plt = _pyplot() if plots else None
     rtol = float(np.sqrt(np.finfo(report["settings"].get("dtype", "float64")).eps))
     s = report["summary"]
     out = ["<!doctype html><html><head><meta charset='utf-8'><title>gradcheck report</title>",
@@ -127,7 +142,7 @@ def render_html(report: dict[str, Any]) -> str:
            f"{report['settings'].get('examples')} examples per formula, seed "
            f"{report['settings'].get('seed')}, mode {report['settings'].get('mode')}.</p>",
            f"<p><small>Rule: {html.escape(report['rule'])}</small></p>"]
-    if plt is None:
+    if plt is None and plots:
         out.append("<p><b>Plots need matplotlib:</b> <code>pip install 'gradcheck[report]'</code>"
                    " (in a checkout: <code>pip install -e '.[report]'</code>)</p>")
     out.append("<table><tr><th>formula</th><th>cases</th><th>max rel error</th>"
@@ -142,7 +157,7 @@ def render_html(report: dict[str, Any]) -> str:
     for f in report["formulas"]:
         out.append(f"<section><h2 id='{html.escape(f['id'])}'>{html.escape(f['id'])}</h2>")
         out.append(f"<p><code>{html.escape(f['text'])}</code> ({html.escape(f['source'])})"
-                   f" &mdash; <span class='{f['status']}'>{f['status']}</span></p>")
+                   f" &mdash; {_span(f['status'])}</p>")
         c = f.get("counterexample")
         if c:
             out.append(f"<pre>{html.escape(counterexample_text(f['id'], c))}</pre>")
@@ -150,12 +165,11 @@ def render_html(report: dict[str, Any]) -> str:
             out.append(f"<pre>{html.escape(f['message'])}</pre>")
         if plt is not None:
             if f.get("case_errors"):
-                out.append(f"<figure>{histogram(plt, f['case_errors'], rtol, 'errors')}</figure>")
+                out.append(_figure(plt, histogram, f["case_errors"], rtol, "errors"))
             if c and c.get("abs_error") is not None and f["status"] == "fail":
-                out.append(f"<figure>{heatmap(plt, c['abs_error'], f['wrt'])}</figure>")
+                out.append(_figure(plt, heatmap, c["abs_error"], f["wrt"]))
             if f.get("sweep"):
-                out.append(f"<figure>{sweep_plot(plt, f['sweep'], 'step-size curve')}"
-                           "</figure>")
+                out.append(_figure(plt, sweep_plot, f["sweep"], "step-size curve"))
         out.append("</section>")
     out.append("</body></html>")
     return "\n".join(out) + "\n"

@@ -21,6 +21,7 @@ RESULT_KEY = "gradcheck_result"
 results_key = pytest.StashKey[dict[str, dict[str, Any]]]()
 modules_key = pytest.StashKey[dict[Path, str]]()  # module file -> the spec to load it by
 sigterm_key = pytest.StashKey[Any]()
+kept_key = pytest.StashKey[Any]()  # gradcheck.isolate.Kept: the session's worker processes
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -37,6 +38,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help=f"{settings.HELP['seed']} (default {settings.SEED}).")
     group.addoption("--gradcheck-mode", choices=settings.MODES, default=None,
                     help=f"{settings.HELP['mode']} (default {settings.MODE}).")
+    group.addoption("--gradcheck-timeout", type=float, default=None, metavar="SECONDS",
+                    help=f"{settings.HELP['timeout']} (default {settings.TIMEOUT:g}).")
     group.addoption("--gradcheck-dtype", choices=settings.DTYPES, default=None,
                     help=f"{settings.HELP['dtype']} (default {settings.DTYPE}).")
     group.addoption("--gradcheck-report", default=None, metavar="FILE",
@@ -54,6 +57,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("gradcheck_seed", type="int", default=settings.SEED, help=settings.HELP["seed"])
     parser.addini("gradcheck_mode", type="string", default=settings.MODE,
                   help=f"{settings.HELP['mode']}: {', '.join(settings.MODES)}.")
+    parser.addini("gradcheck_timeout", type="float", default=settings.TIMEOUT,
+                  help=settings.HELP["timeout"])
     parser.addini("gradcheck_report_only", type="bool", default=settings.REPORT_ONLY,
                   help=settings.HELP["report_only"])
     parser.addini("gradcheck_dtype", type="string", default=settings.DTYPE,
@@ -119,6 +124,10 @@ def pytest_configure(config: pytest.Config) -> None:
         _settings(config)
     except ValueError as exc:
         raise pytest.UsageError(f"gradcheck: {exc}") from exc
+    try:
+        settings.time_limit(_setting(config, "timeout"))
+    except ValueError as exc:
+        raise pytest.UsageError(f"gradcheck: {exc}") from exc
     from gradcheck.report import unwritable
 
     for option in ("gradcheck_report", "gradcheck_html"):
@@ -144,6 +153,8 @@ def _ours(path: Path, parent: pytest.Collector) -> bool:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    if kept_key in config.stash:
+        config.stash[kept_key].close()
     if sigterm_key in config.stash:
         import signal
 
@@ -213,9 +224,15 @@ class FormulaItem(pytest.Item):
 
     def runtest(self) -> None:
         from gradcheck.errors import GradientMismatch
-        from gradcheck.runner import run_formula
+        from gradcheck.isolate import Kept, run_isolated
 
-        r = run_formula(self.formula, _settings(self.config))
+        # in a worker process: a formula that ends its process or hangs is this item's error
+        limit = settings.time_limit(_setting(self.config, "timeout"))
+        kept = self.config.stash.get(kept_key, None)
+        if kept is None:  # workers forked once, knowing every formula of the session
+            kept = self.config.stash[kept_key] = Kept(
+                [i.formula for i in self.session.items if isinstance(i, FormulaItem)])
+        (r,) = run_isolated([self.formula], _settings(self.config), timeout=limit, kept=kept)
         _save_large(self.config, r)
         record = r.to_dict()
         self.user_properties += [(k, record[k]) for k in (
@@ -303,7 +320,17 @@ class Collector:
             if not target:
                 continue
             try:
-                write_atomic(target, render(run))
+                try:
+                    text = render(run)
+                except KeyboardInterrupt:  # the finished formulas all the same, the cheap way
+                    run.interrupted = True
+                    with settings.signals_held():
+                        text = render_html(run, plots=False) if render is render_html \
+                            else render(run)
+                        write_atomic(target, text)
+                    raise
+                with settings.signals_held():
+                    write_atomic(target, text)
             except OSError as exc:  # say so plainly; the summary table is already printed
                 reporter = self.config.pluginmanager.get_plugin("terminalreporter")
                 if reporter is not None:

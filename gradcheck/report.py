@@ -5,6 +5,8 @@ Also the element-wise error grid that ``cli.py explain`` prints for a counterexa
 
 from __future__ import annotations
 
+import glob
+import html
 import json
 import math
 import os
@@ -21,15 +23,18 @@ from gradcheck.compare import RULE
 from gradcheck.result import STATUSES, CaseResult
 from gradcheck.runall import Run
 from gradcheck.runner import FormulaResult
+from gradcheck.safetext import markdown_code, markdown_inline, one_line, printable, valid
 
 SCHEMA = "gradcheck-report/1"
 
 
 def unwritable(path: str | os.PathLike[str]) -> str | None:
     """Why a report cannot be written to ``path`` (checked before a run), or None."""
-    target = Path(path)
+    target = Path(os.path.realpath(path) if os.path.islink(path) else path)  # a link's target
     if target.is_dir():
-        return f"{str(target)!r} is a directory; give a file name"
+        return f"{str(path)!r} is a directory; give a file name"
+    if target.exists() and not target.is_file():  # a device or FIFO: written to directly
+        return None if os.access(target, os.W_OK) else f"{str(path)!r} is not writable"
     folder = target.parent
     if not folder.exists():
         return f"directory {str(folder)!r} does not exist"
@@ -46,9 +51,19 @@ def unwritable(path: str | os.PathLike[str]) -> str | None:
 
 
 def write_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write via a temporary file in the same folder, then rename: never half a file."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    """Write via a temporary file in the same folder, then rename: never half a file.
+
+    A symlink is followed and its target replaced; a path that is not a regular file (a
+    device such as /dev/null, a FIFO) is written to directly. The temporary file's name
+    holds this process's id, so one left by a killed run is recognised and removed."""
+    target = Path(os.path.realpath(path))
+    if target.exists() and not target.is_file():
+        with open(target, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        return
+    _remove_stale(target)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f"{_TMP_PREFIX % target.name}"
+                               f"{os.getpid()}-", suffix=".tmp")
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # as an ordinary new file would be, not mkstemp's 0600
@@ -61,6 +76,28 @@ def write_atomic(path: str | os.PathLike[str], text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+_TMP_PREFIX = ".%s.gradcheck-"  # then the writer's process id, random letters, ".tmp"
+
+
+def _remove_stale(target: Path) -> None:
+    """Remove temporary files of ``target`` left by writers that no longer run."""
+    prefix = _TMP_PREFIX % target.name
+    for leftover in target.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        pid = leftover.name[len(prefix):].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            leftover.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, owned by someone else
+        return True
+    return True
 
 
 def versions() -> dict[str, str]:
@@ -109,7 +146,7 @@ def to_dict(run: Run) -> dict[str, Any]:
 
 
 def render_json(run: Run) -> str:
-    return json.dumps(_finite_json(to_dict(run)), indent=2, allow_nan=False) + "\n"
+    return json.dumps(valid(_finite_json(to_dict(run))), indent=2, allow_nan=False) + "\n"
 
 
 def cases_text(n: int) -> str:
@@ -141,8 +178,9 @@ COLUMNS = ("formula", "cases", "max rel err", "status", "expectation", "countere
 
 
 def rows(run: Run) -> list[tuple[str, ...]]:
-    return [
-        (r.id, str(r.cases), _num(r.max_rel_error), r.status, _verdict(r), short_counterexample(r))
+    return [  # user strings on one line, controls escaped (ESC would drive a terminal)
+        (one_line(r.id), str(r.cases), _num(r.max_rel_error), r.status, _verdict(r),
+         one_line(short_counterexample(r)))
         for r in run.results
     ]
 
@@ -208,7 +246,7 @@ def render_table(run: Run, color: bool = False) -> str:
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     lines.append("")
-    lines += [f"Note: {n}" for n in notes(run)]
+    lines += [f"Note: {one_line(n)}" for n in notes(run)]
     lines.append(settings_line(run))
     lines.append(footer(run))
     lines += placements(run)
@@ -223,20 +261,20 @@ def _fence(text: str) -> str:
 def render_markdown(run: Run) -> str:
     lines = ["## gradcheck", "", f"**{footer(run)}**", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for row in rows(run):
-        cells = [c.replace("|", "\\|") for c in row]
-        cells[0] = f"`{cells[0]}`"
+    for r, row in zip(run.results, rows(run), strict=True):
+        cells = [markdown_code(r.id)] + [markdown_inline(c) for c in row[1:]]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Rule: `{RULE}`", "", settings_line(run)]
-    lines += ["", *(f"- {n}" for n in notes(run))] if notes(run) else []
+    lines += ["", *(f"- {markdown_inline(n)}" for n in notes(run))] if notes(run) else []
     for line in placements(run):
-        lines += ["", f"Ran on {line.removeprefix('ran on ')}"]
+        lines += ["", f"Ran on {markdown_inline(line.removeprefix('ran on '))}"]
     for r in run.results:
         if not (r.counterexample or r.message):
             continue
-        detail = _detail(r)
+        detail = printable(_detail(r))
         fence = _fence(detail)
-        lines += ["", f"<details><summary><code>{r.id}</code>: {r.status}</summary>", "",
+        summary_id = html.escape(one_line(r.id))
+        lines += ["", f"<details><summary><code>{summary_id}</code>: {r.status}</summary>", "",
                   fence, detail, fence, "", "</details>"]
     return "\n".join(lines) + "\n"
 
@@ -269,12 +307,9 @@ def reproduction(r: FormulaResult) -> str:
             + repro.snippet(meta, r.failing_case, upstream, c.get("npz")))
 
 
-_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
-
-
 def _xml(text: str) -> str:
-    """Text that XML 1.0 can hold (control characters dropped, e.g. from a traceback)."""
-    return _XML_INVALID.sub("", text)
+    """Text that XML 1.0 can hold: controls and lone surrogates as visible escapes."""
+    return printable(text)
 
 
 def render_junit(run: Run) -> str:
@@ -290,8 +325,8 @@ def render_junit(run: Run) -> str:
                        ("dtype", run.settings.dtype), ("interrupted", run.interrupted)):
         ET.SubElement(props, "property", name=key, value=str(value))
     for r in run.results:
-        case = ET.SubElement(suite, "testcase", classname=f"gradcheck.{r.derivation}",
-                             name=r.id, time=f"{r.seconds:.3f}")
+        case = ET.SubElement(suite, "testcase", classname=_xml(f"gradcheck.{r.derivation}"),
+                             name=_xml(r.id), time=f"{r.seconds:.3f}")
         props = ET.SubElement(case, "properties")
         for key in ("derivation", "wrt", "variant", "expect", "dtype", "status",
                     "matches_expectation", "cases", "max_rel_error", "median_rel_error"):
@@ -304,7 +339,7 @@ def render_junit(run: Run) -> str:
             ET.SubElement(case, "error", message=_xml(first)).text = _xml(_detail(r))
         elif not r.matches_expectation:
             msg = f"expected {r.expect}, got {r.status} over {cases_text(r.cases)}"
-            ET.SubElement(case, "failure", message=msg).text = _xml(_detail(r) or msg)
+            ET.SubElement(case, "failure", message=_xml(msg)).text = _xml(_detail(r) or msg)
         elif r.expect != "pass":
             ET.SubElement(case, "system-out").text = _xml(
                 f"expected {r.expect} and got it:\n{_detail(r)}")
@@ -312,10 +347,10 @@ def render_junit(run: Run) -> str:
     return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
 
 
-def render_html(run: Run) -> str:
+def render_html(run: Run, plots: bool = True) -> str:
     from gradcheck.html import render_html as page
 
-    return page(to_dict(run))
+    return page(valid(to_dict(run)), plots=plots)
 
 
 RENDERERS = {"table": render_table, "json": render_json, "markdown": render_markdown,

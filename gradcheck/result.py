@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from gradcheck.compare import RULE
+from gradcheck.safetext import safe_repr
 
 STATUSES = ("pass", "fail", "nonsmooth", "error")
 
@@ -59,7 +60,7 @@ class CaseResult:
 
     def case_text(self) -> str:
         arrays = ", ".join(f"{k} {tuple(v)}" for k, v in self.shapes.items())
-        params = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        params = ", ".join(f"{k}={safe_repr(v)}" for k, v in self.params.items())
         return arrays + (f"; {params}" if params else "")
 
     def explain(self, criterion: bool = True) -> str:
@@ -128,4 +129,4 @@ def _plain(v: Any) -> Any:
         return [_plain(x) for x in v]
     if isinstance(v, (int, float, str, bool)) or v is None:
         return v
-    return repr(v)
+    return safe_repr(v)

@@ -8,12 +8,11 @@ as ``error`` and the run goes on with the others.
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,11 +22,19 @@ from gradcheck import repro
 from gradcheck.check import check_vjp
 from gradcheck.declare import Formula
 from gradcheck.errors import InvalidCase
+from gradcheck.hypothesis_compat import seed_alone
 from gradcheck.result import CaseResult
 from gradcheck.settings import EXAMPLES, Settings
 from gradcheck.sweep import step_sweep
 
 SEVERITY = {"pass": 0, "nonsmooth": 1, "fail": 2, "error": 3}
+
+
+def _errstate() -> Any:
+    """numpy's floating-point error handling while a formula is checked, whatever a loaded
+    module set globally (np.seterr(all="raise") made the engine's own arithmetic raise): the
+    engine finds non-finite values itself, so warnings would only be noise."""
+    return np.errstate(all="ignore")
 
 
 @dataclass
@@ -139,6 +146,7 @@ def run_formula(formula: Formula, settings: Settings | None = None) -> FormulaRe
     """Check one formula over hypothesis-generated cases of its derivation."""
     import hypothesis
     from hypothesis import HealthCheck, Phase, Verbosity, given
+    from hypothesis.errors import StopTest
 
     settings = settings or Settings()
     d = formula.derivation
@@ -146,7 +154,7 @@ def run_formula(formula: Formula, settings: Settings | None = None) -> FormulaRe
     out = blank(formula, settings.dtype)
     errors: list[float] = []
     coverage: Counter[str] = Counter()
-    worst: dict[str, Any] = {"status": "pass", "kink": None}
+    worst: dict[str, Any] = {"status": "pass", "kink": None, "raised": None}
     failed = False
     sample: dict[str, Any] | None = None  # the last case: its step-size curve is reported
 
@@ -172,6 +180,11 @@ def run_formula(formula: Formula, settings: Settings | None = None) -> FormulaRe
                                ) from exc
         except Exception as exc:  # forward and vjp are guarded inside: this is the engine
             raise _EngineBug(f"{type(exc).__name__}: {exc}") from exc
+        except (KeyboardInterrupt, StopTest):
+            raise
+        except BaseException as exc:  # e.g. asyncio.CancelledError from the user's code
+            raise _CaseProblem(f"the forward or the formula raised {type(exc).__name__}: "
+                               f"{exc}") from exc
         if not failed:  # cases replayed while shrinking are not counted
             out.cases += 1
             if classify is not None:
@@ -185,16 +198,27 @@ def run_formula(formula: Formula, settings: Settings | None = None) -> FormulaRe
                 worst["kink"] = (case, result)
         if result.status == "error":
             failed = True
-            raise _CaseErrored(case, result)
+            worst["raised"] = _CaseErrored(case, result)
+            raise worst["raised"]
         if result.status == "fail":
             failed = True
-            raise _CaseFailed(case, result)
+            worst["raised"] = _CaseFailed(case, result)
+            raise worst["raised"]
         hypothesis.target(_finite(result.max_rel_error), label="max relative error")
 
     start = time.perf_counter()
     try:
-        with _seed_alone():
-            prop()
+        with seed_alone(), _errstate():
+            try:
+                prop()
+            except (_CaseFailed, _CaseProblem, _EngineBug, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                if worst["raised"] is None:
+                    raise
+                # hypothesis could not show the failing case (a value whose repr raises):
+                # the failure found stands
+                raise worst["raised"] from exc
         out.status = worst["status"]
         if worst["kink"] is not None:
             out.failing_case, out.failing_result = worst["kink"]
@@ -212,7 +236,9 @@ def run_formula(formula: Formula, settings: Settings | None = None) -> FormulaRe
                       f"{_crash_message(formula, cause)}"
     except _CaseProblem as exc:
         out.status, out.message = "error", f"{formula.id}: {exc}"
-    except (Exception, SystemExit) as exc:  # raised while drawing a case: the strategy
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # raised while drawing a case: the strategy
         out.status = "error"
         out.message = _crash_message(formula, exc)
     if out.status == "error" and out.failing_result is not None:  # raised on a case
@@ -232,36 +258,14 @@ def run_formula(formula: Formula, settings: Settings | None = None) -> FormulaRe
     curve_case = out.failing_case if out.failing_case is not None else sample
     if curve_case is not None and out.status != "error":
         try:
-            out.sweep = step_sweep(d.forward, formula.vjp, curve_case, formula.wrt,
-                                   seed=settings.seed, batched=d.batched)
-        except Exception:  # the verdict stands; only the picture is missing
+            with _errstate():
+                out.sweep = step_sweep(d.forward, formula.vjp, curve_case, formula.wrt,
+                                       seed=settings.seed, batched=d.batched)
+        except KeyboardInterrupt:
+            raise
+        except BaseException:  # the verdict stands; only the picture is missing
             out.sweep = None
     return out
-
-
-@contextlib.contextmanager
-def _seed_alone() -> Iterator[None]:
-    """Hypothesis mixes literals from every loaded local module into the cases it draws, so
-    one seed would draw other cases depending on what happens to be imported (the CLI, the
-    plugin, a test suite). A report must depend on the seed alone, so that mixing is off
-    during our runs. It is a private hook, hence guarded: without it runs stay correct,
-    only less reproducible across programs."""
-    try:
-        from hypothesis.internal.conjecture import providers as p
-
-        empty = p.Constants(integers=p.SortedSet(), floats=p.SortedSet(key=p.float_to_int),
-                            bytes=p.SortedSet(), strings=p.SortedSet())
-        original, cache = p._get_local_constants, p.CONSTANTS_CACHE.cache
-    except (ImportError, AttributeError, TypeError):
-        yield
-        return
-    p._get_local_constants = lambda: empty
-    cache.clear()
-    try:
-        yield
-    finally:
-        p._get_local_constants = original
-        cache.clear()
 
 
 def _crash_message(formula: Formula, exc: BaseException) -> str:

@@ -15,6 +15,7 @@ REFERENCES = sorted(k for k, f in FORMULAS.items() if f.variant == "reference")
 AS_WRITTEN = sorted(k for k, f in FORMULAS.items() if f.variant == "as-written")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fid", REFERENCES)
 def test_reference_formula_passes_over_200_cases(fid):
     result = run_formula(FORMULAS[fid], Settings(examples=200, seed=1))
@@ -51,6 +52,7 @@ def _size(shape):
     return n
 
 
+@pytest.mark.slow
 def test_coverage_reaches_all_three_window_regimes():
     result = run_formula(FORMULAS["conv2d.dx[reference]"], Settings(examples=200, seed=3))
     seen = " ".join(result.coverage)

@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -15,9 +14,8 @@ import gradcheck.runall as runall
 import gradcheck.runner as runner
 from gradcheck import cli
 from gradcheck.declare import collect_formulas
+from tests.conftest import FIXTURES, ROOT, without_seconds
 
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = Path(__file__).parent / "fixtures"
 GOOD, BROKEN, RAISING, NONSMOOTH = (str(FIXTURES / f"{n}.py")
                                     for n in ("good", "broken", "raising", "nonsmooth"))
 CATALOGUE = len(collect_formulas(cli.builtin_modules()))
@@ -30,14 +28,6 @@ def invoke(*args: str, env: dict[str, str] | None = None, color: bool = False):
 def report_of(result) -> dict:
     assert result.stdout, result.stderr
     return json.loads(result.stdout)
-
-
-def without_seconds(value):
-    if isinstance(value, dict):
-        return {k: without_seconds(v) for k, v in value.items() if k != "seconds"}
-    if isinstance(value, list):
-        return [without_seconds(v) for v in value]
-    return value
 
 
 def ids_of(result) -> list[str]:
@@ -208,6 +198,7 @@ def test_seed_mode_and_examples_reach_the_report():
     assert [f["cases"] for f in data["formulas"]] == [4, 4]
 
 
+@pytest.mark.slow
 def test_same_seed_same_report_apart_from_timings():
     # (the whole catalogue at the default examples: test_jobs_2_gives_the_same_report_as_jobs_1)
     args = ("check", "linear", "maxpool", "softmax", "--format", "json", "--seed", "3",
@@ -432,6 +423,7 @@ def test_explain_user_formulas(module, formula, code, expected):
 # ---------------------------------------------------------------- whole catalogue
 
 
+@pytest.mark.slow
 def test_default_catalogue_run_is_as_expected_and_the_same_with_jobs_2():
     """The default run over the built-in catalogue (seed 3), then again in 2 processes.
 

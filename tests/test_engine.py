@@ -75,6 +75,7 @@ def shapes_linear():
     )
 
 
+@pytest.mark.slow
 @settings(max_examples=600, deadline=None)
 @given(case=shapes_linear(), wrt=st.sampled_from(["x", "W"]))
 @example(
@@ -97,6 +98,7 @@ logits = st.integers(2, 6).flatmap(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=600, deadline=None)
 @given(y=logits, data=st.data())
 @example(y=np.array([16.0, 0.0]), data=None)
@@ -108,6 +110,7 @@ def test_correct_softmax_cross_entropy_never_fails(y, data):
     assert result.status == "pass", result.explain()
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(
     x=st.integers(2, 4).flatmap(lambda n: arrays(np.float64, (n, 3), elements=finite)),
@@ -124,6 +127,7 @@ def test_correct_batchnorm_never_fails(x, gamma, zero_upstream):
     assert result.status == "pass", result.explain()
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(x=vec(1, 6, finite), seed=st.integers(0, 2**32 - 1))
 def test_correct_smooth_function_never_fails(x, seed):

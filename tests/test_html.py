@@ -80,6 +80,7 @@ def test_without_matplotlib_the_tables_stay_and_the_page_says_how(run, monkeypat
     assert page.count("<tr>") == len(run.results) + 1 and well_formed(page) == []
 
 
+@pytest.mark.slow
 def test_cli_writes_the_html_report(tmp_path):
     target = tmp_path / "report.html"
     result = CliRunner().invoke(cli.main, ["check", "--no-builtin", "-m",
@@ -89,6 +90,7 @@ def test_cli_writes_the_html_report(tmp_path):
     assert target.read_text().startswith("<!doctype html>")
 
 
+@pytest.mark.slow
 def test_plugin_writes_the_html_report(pytester):
     good = pytester.path / "good.py"
     good.write_text((Path(__file__).parent / "fixtures" / "good.py").read_text())

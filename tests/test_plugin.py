@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
 import sys
-import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import pytest
 import gradcheck.plugin  # noqa: F401
 import gradcheck.report  # noqa: F401
 import gradcheck.runner  # noqa: F401
+from tests.conftest import FIXTURES, signal_when_marked
 
 FORMULAS = '''
 import numpy as np
@@ -93,6 +92,7 @@ def _report(pytester: pytest.Pytester, *args: str) -> dict:
     return json.loads(target.read_text())
 
 
+@pytest.mark.slow
 def test_json_report_has_the_cli_schema(project: pytest.Pytester) -> None:
     report = _report(project)
     assert report["schema"] == "gradcheck-report/1"
@@ -115,6 +115,7 @@ def test_junit_xml_carries_the_properties(project: pytest.Pytester) -> None:
     assert json.loads(props["square.dx[reference]"]["gradcheck_result"])["status"] == "fail"
 
 
+@pytest.mark.slow
 def test_same_summary_and_report_under_xdist(project: pytest.Pytester) -> None:
     serial = _report(project)
     parallel = _report(project, "-n", "2")
@@ -175,23 +176,15 @@ def test_unwritable_report_path_is_a_usage_error(project: pytest.Pytester) -> No
     assert "--gradcheck-report: directory 'no/such/dir' does not exist" in result.stderr.str()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_interrupted_run_writes_an_interrupted_report(pytester: pytest.Pytester, sig) -> None:
-    root = Path(__file__).parent
-    pytester.path.joinpath("slow.py").write_text((root / "fixtures" / "slow.py").read_text())
-    target, mark = pytester.path / "r.json", pytester.path / "started"
-    proc = subprocess.Popen(
+    pytester.path.joinpath("slow.py").write_text((FIXTURES / "slow.py").read_text())
+    target = pytester.path / "r.json"
+    signal_when_marked(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--gradcheck",
          "--gradcheck-module=slow.py", "--gradcheck-examples=100000",
-         f"--gradcheck-report={target}"],
-        cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env={**os.environ, "GRADCHECK_TEST_MARK": str(mark)},
-    )
-    deadline = time.monotonic() + 120
-    while not mark.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(sig)
-    proc.communicate(timeout=60)
+         f"--gradcheck-report={target}"], pytester.path / "started", sig, cwd=pytester.path)
     report = json.loads(target.read_text())
     assert report["interrupted"] is True and report["ok"] is False
     assert [f["id"] for f in report["formulas"]] == ["a_quick.dx[reference]"]

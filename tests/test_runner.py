@@ -149,6 +149,7 @@ def test_results_are_sorted_by_id_whatever_the_input_order():
     assert [r.id for r in run.results] == sorted(ids)
 
 
+@pytest.mark.slow
 def test_jobs_give_the_same_results_as_a_serial_run():
     formulas = list(FORMULAS.values())
     serial = run_all(formulas, Settings(examples=8, seed=5))
@@ -161,6 +162,7 @@ def test_jobs_give_the_same_results_as_a_serial_run():
     assert progress[-1][1:] == (len(formulas), len(formulas))
 
 
+@pytest.mark.slow
 def test_the_cases_drawn_depend_on_the_seed_alone_not_on_what_is_imported():
     """Hypothesis would mix literals of every loaded local module into its draws."""
     import subprocess
@@ -178,3 +180,31 @@ def test_the_cases_drawn_depend_on_the_seed_alone_not_on_what_is_imported():
         for extra in ("", "import gradcheck.html, tests.test_engine")
     }
     assert len(outs) == 1, outs
+
+
+def test_a_changed_hypothesis_hook_warns_once_and_the_run_still_works(monkeypatch):
+    """The private hook lives in gradcheck.hypothesis_compat; losing it must not be silent."""
+    from hypothesis.internal.conjecture import providers
+
+    from gradcheck import hypothesis_compat
+
+    monkeypatch.delattr(providers, "_get_local_constants")
+    monkeypatch.setattr(hypothesis_compat, "_warned", False)
+    with pytest.warns(hypothesis_compat.ReproducibilityWarning, match="module constants"):
+        first = run_formula(FORMULAS["fx_sin.dx[reference]"], Settings(examples=3))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        second = run_formula(FORMULAS["fx_sin.dx[reference]"], Settings(examples=3))
+    assert first.status == second.status == "pass"
+
+
+def test_without_fork_formulas_run_in_this_process_with_the_same_results(monkeypatch):
+    import gradcheck.isolate
+
+    formulas = list(FORMULAS.values())
+    forked = run_all(formulas, Settings(examples=5, seed=3))
+    monkeypatch.setattr(gradcheck.isolate, "CAN_FORK", False)
+    here = run_all(formulas, Settings(examples=5, seed=3), jobs=2)
+    assert [_plain(r) for r in here.results] == [_plain(r) for r in forked.results]
