@@ -358,7 +358,7 @@ def test_without_torch_the_declaration_says_what_to_install() -> None:
     assert "pip install 'gradcheck[torch]'" in out.stdout, out.stderr
 
 
-def test_worker_processes_start_fresh_and_agree_with_a_serial_run() -> None:
+def test_worker_processes_agree_with_a_serial_run_over_torch_functions() -> None:
     from gradcheck import collect_formulas
     from gradcheck.runall import run_all
 
@@ -366,6 +366,6 @@ def test_worker_processes_start_fresh_and_agree_with_a_serial_run() -> None:
     formulas = [f for f in collect_formulas(modules) if f.derivation.name.startswith("gate")]
     settings = Settings(examples=5)
     serial = run_all(formulas, settings)
-    parallel = run_all(formulas, settings, jobs=2, modules=modules)  # forkserver: torch loaded
+    parallel = run_all(formulas, settings, jobs=2, modules=modules)
     assert [(r.id, r.status, r.cases) for r in parallel.results] == \
         [(r.id, r.status, r.cases) for r in serial.results]
