@@ -33,7 +33,16 @@ from gradcheck.guard import (  # noqa: F401 (MODES: part of check's interface)
     unchanged,
 )
 from gradcheck.noise import estimate_noise, magnitudes, term_floor
-from gradcheck.numeric import DEFAULT_BUDGET, ELEMENTS, Loss, eps_of, loss_rows, max_abs, slices
+from gradcheck.numeric import (
+    DEFAULT_BUDGET,
+    ELEMENTS,
+    Loss,
+    call_batched,
+    eps_of,
+    loss_rows,
+    max_abs,
+    slices,
+)
 from gradcheck.result import CaseResult, Element
 from gradcheck.structure import DeclarationError, Pattern, Structure, bind, resolve
 from gradcheck.verdict import REPORTED, Verdicts, compare_elements, directional
@@ -226,7 +235,7 @@ def batch_claim_broken(forward: Callable[..., Any], case: dict[str, Any], wrt: s
     if again.shape != alone[0].shape or not np.array_equal(again, alone[0], equal_nan=True):
         return ""  # nondeterministic alone: the message already says so
     try:
-        together = np.asarray(forward(**{**case, wrt: rows}), dtype=np.float64)
+        together = np.asarray(call_batched(forward, case, wrt, rows), dtype=np.float64)
     except (Broken, TypeError, ValueError) as exc:
         return f"{claim}: {exc}; declare batched=False"
     if together.shape != (2, *alone[0].shape):

@@ -395,6 +395,8 @@ def explain(formula: str, examples: int, seed: int, mode: str, dtype: str,
                f"expect {f.expect})")
     if f.text:
         click.echo(f"  {f.text}")
+    if f.derivation.runs_on:
+        click.echo(f"  ran on {f.derivation.runs_on}")
     if case_file is not None:
         sys.exit(recheck(f, case_file, explicit_run_options()))
     r = isolated(f, examples, seed, mode, dtype, timeout)

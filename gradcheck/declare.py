@@ -59,7 +59,9 @@ class Derivation:
     static parameters such as a stride). ``batched=True`` declares that ``forward`` also
     accepts a leading batch axis on any one float argument and returns a leading batch
     axis on its output, so the engine can evaluate perturbations in chunks.
-    ``classify(case)`` names a case's geometry class (for coverage counts).
+    ``classify(case)`` names a case's geometry class (for coverage counts). ``dtype``
+    fixes the dtype its cases are checked in (None: the run's setting), and ``runs_on``
+    says where the forward and backward run (framework, device, dtype), for reports.
     ``outputs=("h", "c")`` declares a forward returning several arrays (a tuple in that
     order, or a dict by name); ``backward`` registers one backward returning the gradients
     of several arguments. gradcheck.outputs and gradcheck.forms compile them (and
@@ -79,6 +81,8 @@ class Derivation:
     formulas: list[Formula] = field(default_factory=list)
     module: str = ""
     outputs: tuple[str, ...] | None = None
+    dtype: str | None = None
+    runs_on: str = ""
     structure: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -107,6 +111,16 @@ class Derivation:
         from gradcheck.forms import register_backward
 
         return register_backward(self, wrt, fn, **options)
+
+    @classmethod
+    def from_torch(cls, name: str, function: Any, *, cases: Any, **options: Any) -> Derivation:
+        """A torch.autograd.Function (or a function of tensors): ``gradcheck.torch``."""
+        return _adapter("torch").derivation(name, function, cases=cases, **options)
+
+    @classmethod
+    def from_jax(cls, name: str, function: Any, *, cases: Any, **options: Any) -> Derivation:
+        """A jax function with a custom_vjp or custom_jvp rule: ``gradcheck.jax``."""
+        return _adapter("jax").derivation(name, function, cases=cases, **options)
 
     def formula(
         self,
@@ -139,6 +153,18 @@ class Derivation:
             return fn
 
         return register if vjp is None else register(vjp)
+
+
+def _adapter(framework: str) -> Any:
+    """gradcheck.torch or gradcheck.jax, imported only when a derivation asks for it."""
+    try:
+        return importlib.import_module(f"gradcheck.{framework}")
+    except ModuleNotFoundError as exc:
+        if exc.name != framework:
+            raise
+        raise ModuleNotFoundError(
+            f"Derivation.from_{framework} needs {framework}, which is not installed: "
+            f"pip install 'gradcheck[{framework}]'", name=framework) from exc
 
 
 def is_path(spec: str) -> bool:

@@ -195,6 +195,15 @@ def footer(run: Run) -> str:
     return text + (" - INTERRUPTED" if run.interrupted else "")
 
 
+def placements(run: Run) -> list[str]:
+    """Where the formulas of framework adapters ran: one line per framework and device."""
+    where: dict[str, list[str]] = {}
+    for r in run.results:
+        if r.runs_on and r.derivation not in where.setdefault(r.runs_on, []):
+            where[r.runs_on].append(r.derivation)
+    return [f"ran on {k}: {', '.join(v)}" for k, v in where.items()]
+
+
 _PAINT = {"pass": "32", "fail": "31", "nonsmooth": "33", "error": "35"}
 
 
@@ -241,6 +250,7 @@ def render_table(run: Run, color: bool = False) -> str:
     lines += [f"Note: {one_line(n)}" for n in notes(run)]
     lines.append(settings_line(run))
     lines.append(footer(run))
+    lines += placements(run)
     return "\n".join(lines) + "\n"
 
 
@@ -257,6 +267,8 @@ def render_markdown(run: Run) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Rule: `{RULE}`", "", settings_line(run)]
     lines += ["", *(f"- {markdown_inline(n)}" for n in notes(run))] if notes(run) else []
+    for line in placements(run):
+        lines += ["", f"Ran on {markdown_inline(line.removeprefix('ran on '))}"]
     for r in run.results:
         if not (r.counterexample or r.message):
             continue
