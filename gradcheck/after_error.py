@@ -55,7 +55,8 @@ def search_past_error(
     def prop(case: dict[str, Any]) -> None:
         nonlocal checked, raised, found
         result = runner.check_vjp(d.forward, formula.vjp, case, formula.wrt, seed=settings.seed,
-                                  mode=settings.mode, dtype=settings.dtype, batched=d.batched)
+                                  mode=settings.mode, dtype=d.dtype or settings.dtype,
+                                  batched=d.batched)
         if result.status == "error":  # not a find: the shrinker moves away from it
             raised += 0 if found else 1
             return

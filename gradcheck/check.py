@@ -33,8 +33,17 @@ from gradcheck.guard import (  # noqa: F401 (MODES: part of check's interface)
     prepare,
     unchanged,
 )
-from gradcheck.noise import estimate_noise
-from gradcheck.numeric import DEFAULT_BUDGET, ELEMENTS, Loss, eps_of, loss_rows, max_abs, slices
+from gradcheck.noise import estimate_noise, magnitudes, term_floor
+from gradcheck.numeric import (
+    DEFAULT_BUDGET,
+    ELEMENTS,
+    Loss,
+    call_batched,
+    eps_of,
+    loss_rows,
+    max_abs,
+    slices,
+)
 from gradcheck.result import CaseResult, Element
 from gradcheck.structure import DeclarationError, Pattern, Structure, bind, resolve
 from gradcheck.verdict import REPORTED, Verdicts, compare_elements, directional
@@ -140,7 +149,8 @@ def check_vjp(
         if not (math.isfinite(L0) and floor < OVERFLOW * eps_of(target)):
             return _overflow(result, loss, L0, floor / eps_of(target), a)
         # L at x again, through the batched path: randomness drawn once per call shows
-        _same(L0, loss.at_x(), floor, "two evaluations at the same input")
+        terms = functools.cache(lambda: term_floor(fwd, case, g, eps_of(target)))
+        _same(L0, loss.at_x(), floor, "two evaluations at the same input", terms)
         if not np.any(g):
             result = _no_evidence(result, loss, a)
             result.upstream = g
@@ -156,7 +166,8 @@ def check_vjp(
         if isinstance(verdict, CaseResult):
             result = verdict
         else:
-            result = _plain(result, mode, loss, L0, a, spread, y_floor, rng, directions)
+            result = _plain(result, mode, loss, L0, a, spread, y_floor, rng, directions, terms,
+                            same_floor=floor)
         unchanged(arrays, before, "forward")
         result.evaluations = 1 + loss.evaluations  # the forward at x, then L's
         result.analytic = a
@@ -273,17 +284,25 @@ def batch_claim_broken(forward: Callable[..., Any], case: dict[str, Any], wrt: s
     if again.shape != alone[0].shape or not np.array_equal(again, alone[0], equal_nan=True):
         return ""  # nondeterministic alone: the message already says so
     try:
-        together = np.asarray(forward(**{**case, wrt: rows}), dtype=np.float64)
+        together = np.asarray(call_batched(forward, case, wrt, rows), dtype=np.float64)
     except (Broken, TypeError, ValueError) as exc:
         return f"{claim}: {exc}; declare batched=False"
     if together.shape != (2, *alone[0].shape):
         return (f"{claim}: on inputs {rows.shape} it returned shape {together.shape}, not "
                 f"{(2, *alone[0].shape)}; declare batched=False")
+    # Rounding differs between a batched and a single call (another summation order): each
+    # output may differ by eps times the magnitudes of its terms (``magnitudes``), or, where
+    # those cannot be had, by eps * n * (max|output| + max|x| + 1)
     scale = max(max_abs(a) for a in alone) + max_abs(x) + 1.0
     tol = compare.SAFETY * eps_of(x.dtype) * scale * max(1, x.size)
     for r in range(2):
         a, b = together[r], alone[r]
-        if not np.all((np.abs(a - b) <= tol) | (a == b) | (np.isnan(a) & np.isnan(b))):
+        terms = magnitudes(forward, {**case, wrt: rows[r]})
+        if terms is not None and terms.shape == b.shape:
+            tol_r = np.maximum(tol, compare.SAFETY * eps_of(x.dtype) * (terms + np.abs(b)))
+        else:
+            tol_r = np.full(b.shape, tol)
+        if not np.all((np.abs(a - b) <= tol_r) | (a == b) | (np.isnan(a) & np.isnan(b))):
             return (f"{claim}: row {r} of a batched call differs from the same input alone "
                     f"(max difference {float(np.nanmax(np.abs(a - b))):.3g}); "
                     "declare batched=False")
@@ -293,19 +312,21 @@ def batch_claim_broken(forward: Callable[..., Any], case: dict[str, Any], wrt: s
 def _plain(
     result: CaseResult, mode: str, loss: Loss, L0: float, a: np.ndarray, floor: float,
     y_floor: float, rng: np.random.Generator, directions: int,
+    terms: Callable[[], float] = lambda: 0.0, same_floor: float | None = None,
 ) -> CaseResult:
     """Judge at the noise floor first: the measured noise is never below it, and a larger
     noise only widens tolerances, so a pass there stands -- unless a smaller step overruled
     D(h), on evidence (D(h) off by more than its noise) that a larger noise would withdraw.
-    Anything else is judged again at the measured noise, if larger. ``floor`` and
+    Anything else is judged again at the measured noise, if larger. ``same_floor`` (the
+    linear ``noise_floor``) bounds the nondeterminism test. ``floor`` and
     ``y_floor`` are ``spread_floor``'s: eps * (|g*y|_2 + |g|_2 max|inputs|) and
     eps * |g*y|_2, the outputs' own rounding."""
     directions_from = rng.bit_generator.state
     verdict, overruled = _judge(result, mode, loss, L0, a, floor, rng, directions)
     if verdict.status != "pass" or overruled:
         L_table, noise = estimate_noise(loss, floor, rng)
-        _same(L0, L_table, floor,
-              "a call of its own and a row of a batched call, at the same input")
+        _same(L0, L_table, floor if same_floor is None else same_floor,
+              "a call of its own and a row of a batched call, at the same input", terms)
         sigma = noise.sigma
         if noise.how in ("floor", "upper bound") and 0 < noise.measured < floor:
             # A noise level (or a bound on it) was found below the floor: the floor's
@@ -404,9 +425,14 @@ def _fill(result: CaseResult, a: np.ndarray, v: Verdicts, shape: tuple[int, ...]
         result.status = "pass"
 
 
-def _same(L1: float, L2: float, floor: float, how: str) -> None:
-    if not abs(L1 - L2) <= compare.SAFETY * floor:
-        raise Broken(f"forward is nondeterministic: {how} gave {L1!r} and {L2!r}")
+def _same(L1: float, L2: float, floor: float, how: str,
+          terms: Callable[[], float] = lambda: 0.0) -> None:
+    """Two evaluations of L at one input agree to within SAFETY times its rounding noise:
+    the noise floor, or (looked at only when that is exceeded) eps times the magnitudes of
+    the forward's terms, which a batched call may round differently."""
+    if abs(L1 - L2) <= compare.SAFETY * floor or abs(L1 - L2) <= compare.SAFETY * terms():
+        return
+    raise Broken(f"forward is nondeterministic: {how} gave {L1!r} and {L2!r}")
 
 
 def _judge(

@@ -20,6 +20,7 @@ import contextlib
 import difflib
 import fnmatch
 import os
+import shlex
 import signal
 import sys
 import traceback
@@ -284,7 +285,10 @@ def check(patterns: tuple[str, ...], examples: int, seed: int, mode: str, dtype:
         click.echo("\r\x1b[2K", err=True, nl=False)
     base = Path.cwd() if output is None else output.parent
     folder = Path("gradcheck-cases") if output is None else Path(f"{output.name}.cases")
-    for saved in save_large(run.results, base, folder):
+    # JSON (read back by `explain --case`) records paths relative to its own folder; stdout
+    # and the other formats, read by people and snippets run anywhere, absolute ones
+    absolute = output is None or fmt != "json"
+    for saved in save_large(run.results, base, folder, absolute=absolute):
         click.echo(f"counterexample too large to inline saved to {saved}", err=True)
     deliver(run, fmt, output)
     if run.interrupted:
@@ -391,8 +395,10 @@ def explain(formula: str, examples: int, seed: int, mode: str, dtype: str,
                f"expect {f.expect})")
     if f.text:
         click.echo(f"  {f.text}")
+    if f.derivation.runs_on:
+        click.echo(f"  ran on {f.derivation.runs_on}")
     if case_file is not None:
-        sys.exit(recheck(f, case_file))
+        sys.exit(recheck(f, case_file, explicit_run_options()))
     r = isolated(f, examples, seed, mode, dtype, timeout)
     worst = "-" if r.max_rel_error is None else f"{r.max_rel_error:.3g}"
     click.echo(f"\nVerdict: {r.status} over {cases_text(r.cases)} "
@@ -412,10 +418,15 @@ def explain(formula: str, examples: int, seed: int, mode: str, dtype: str,
         meta = {k: c.get(k) for k in ("wrt", "seed", "mode", "dtype", "module")}
         meta["id"] = f.id
         click.echo("\nValues:\n" + repro.printout(r.failing_case, r.failing_result.upstream))
+        if save_case is None and repro.too_large(r.failing_case, r.failing_result.upstream):
+            save_case = Path("gradcheck-cases", repro.file_name(f.id)).resolve()
         if save_case is not None:
             repro.save_case(save_case, meta, r.failing_case, r.failing_result.upstream)
-            click.echo(f"\nSaved to {save_case}; check it again with: explain {f.id!r} --case "
-                       f"{save_case}")
+            where = " ".join([*(["--builtin"] if builtin else []),
+                              *(f"--module {shlex.quote(m)}" for m in modules)])
+            click.echo(f"\nSaved to {save_case}; check it again with: explain "
+                       f"{shlex.quote(f.id)} {where + ' ' if where else ''}--case "
+                       f"{shlex.quote(str(save_case))}")
         click.echo("\nReproduce:\n" + repro.snippet(meta, r.failing_case,
                                                       r.failing_result.upstream,
                                                       str(save_case) if save_case else None))
@@ -424,8 +435,16 @@ def explain(formula: str, examples: int, seed: int, mode: str, dtype: str,
     sys.exit(EXIT_INTERNAL if r.internal else EXIT_OK if r.matches_expectation else EXIT_MISMATCH)
 
 
-def recheck(f: Any, case_file: Path) -> int:
-    """Check the formula on the case saved in ``case_file``; the exit code."""
+def explicit_run_options() -> dict[str, Any]:
+    """The run options given on the command line (not left at their defaults)."""
+    ctx = click.get_current_context()
+    return {k: ctx.params[k] for k in ("examples", "seed", "mode", "dtype")
+            if ctx.get_parameter_source(k) is not click.core.ParameterSource.DEFAULT}
+
+
+def recheck(f: Any, case_file: Path, given: dict[str, Any] | None = None) -> int:
+    """Check the formula on the case saved in ``case_file``; the exit code. ``given``
+    (--seed, --mode, --dtype typed with --case) replaces what the case was found with."""
     import numpy as np
 
     from gradcheck.check import check_vjp
@@ -442,8 +461,13 @@ def recheck(f: Any, case_file: Path) -> int:
         raise click.BadParameter(f"{str(case_file)!r} holds a case for the gradient in "
                                  f"{wrt!r}; {f.id} is the gradient in {f.wrt!r}",
                                  param_hint="--case")
+    given = dict(given or {})
+    if "examples" in given:
+        raise click.BadParameter("--case checks one saved case; --examples does not apply",
+                                 param_hint="--examples")
     options = {"seed": int(meta.get("seed") or 0), "mode": meta.get("mode") or "auto",
                "dtype": meta.get("dtype") or "float64", "batched": f.derivation.batched}
+    options.update(given)
     try:  # the seed draws the saved upstream gradient again, and the same directions after it
         result = check_vjp(f.derivation.forward, f.vjp, case, f.wrt, **options)
         if upstream is not None and (result.upstream is None or
@@ -453,7 +477,10 @@ def recheck(f: Any, case_file: Path) -> int:
     except InvalidCase as exc:
         raise click.BadParameter(f"the case in {str(case_file)!r} does not fit {f.id}: {exc}",
                                  param_hint="--case") from exc
-    click.echo(f"\nThe case in {case_file} (its seed, mode and dtype):\n{result.explain()}")
+    how = ", ".join(f"{k} {v}" for k, v in given.items() if k != "examples")
+    whose = "" if meta.get("id") in (None, f.id) else f", saved for {meta['id']}"
+    click.echo(f"\nThe case in {case_file}{whose} ({how or 'its seed, mode and dtype'}):\n"
+               f"{result.explain()}")
     click.echo("\nValues:\n" + printout(case, upstream))
     return EXIT_OK if result.status == f.expect else EXIT_MISMATCH
 

@@ -59,7 +59,9 @@ class Derivation:
     static parameters such as a stride). ``batched=True`` declares that ``forward`` also
     accepts a leading batch axis on any one float argument and returns a leading batch
     axis on its output, so the engine can evaluate perturbations in chunks.
-    ``classify(case)`` names a case's geometry class (for coverage counts).
+    ``classify(case)`` names a case's geometry class (for coverage counts). ``dtype``
+    fixes the dtype its cases are checked in (None: the run's setting), and ``runs_on``
+    says where the forward and backward run (framework, device, dtype), for reports.
     ``outputs=("h", "c")`` declares a forward returning several arrays (a tuple in that
     order, or a dict by name); ``backward`` registers one backward returning the gradients
     of several arguments. gradcheck.outputs and gradcheck.forms compile them (and
@@ -79,6 +81,8 @@ class Derivation:
     formulas: list[Formula] = field(default_factory=list)
     module: str = ""
     outputs: tuple[str, ...] | None = None
+    dtype: str | None = None
+    runs_on: str = ""
     structure: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -107,6 +111,16 @@ class Derivation:
         from gradcheck.forms import register_backward
 
         return register_backward(self, wrt, fn, **options)
+
+    @classmethod
+    def from_torch(cls, name: str, function: Any, *, cases: Any, **options: Any) -> Derivation:
+        """A torch.autograd.Function (or a function of tensors): ``gradcheck.torch``."""
+        return _adapter("torch").derivation(name, function, cases=cases, **options)
+
+    @classmethod
+    def from_jax(cls, name: str, function: Any, *, cases: Any, **options: Any) -> Derivation:
+        """A jax function with a custom_vjp or custom_jvp rule: ``gradcheck.jax``."""
+        return _adapter("jax").derivation(name, function, cases=cases, **options)
 
     def formula(
         self,
@@ -139,6 +153,18 @@ class Derivation:
             return fn
 
         return register if vjp is None else register(vjp)
+
+
+def _adapter(framework: str) -> Any:
+    """gradcheck.torch or gradcheck.jax, imported only when a derivation asks for it."""
+    try:
+        return importlib.import_module(f"gradcheck.{framework}")
+    except ModuleNotFoundError as exc:
+        if exc.name != framework:
+            raise
+        raise ModuleNotFoundError(
+            f"Derivation.from_{framework} needs {framework}, which is not installed: "
+            f"pip install 'gradcheck[{framework}]'", name=framework) from exc
 
 
 def is_path(spec: str) -> bool:
@@ -211,7 +237,12 @@ def _import(spec: str) -> Any:
         return module
     try:
         with _importable(Path.cwd()):
-            return importlib.import_module(spec)
+            try:  # its own folder importable too, as for a path
+                folder = locate(spec).parent
+            except LoadError:  # importing it says why better
+                folder = Path.cwd()
+            with _importable(folder):
+                return importlib.import_module(spec)
     except KeyboardInterrupt:
         raise
     except BaseException as exc:
@@ -229,10 +260,27 @@ def load_derivations(spec: str) -> list[Derivation]:
     return found
 
 
-def collect_formulas(specs: Iterable[str]) -> list[Formula]:
-    """All formulas of the given modules, sorted by id; duplicate ids are an error."""
-    formulas: dict[str, Formula] = {}
+def unique(specs: Iterable[str], *, strict: bool = True) -> dict[Path, str]:
+    """Each module file the specs name, with the first spec naming it: one module named
+    two ways (``mine.py`` and ``./mine.py``, ``mine`` and ``mine.py``) is loaded once. A
+    spec that cannot be found is LoadError (``strict``), else kept as it is for loading
+    to say why."""
+    out: dict[Path, str] = {}
     for spec in specs:
+        try:
+            out.setdefault(locate(spec), spec)
+        except LoadError:
+            if strict:
+                raise
+            out.setdefault(Path("<unfound>", spec), spec)
+    return out
+
+
+def collect_formulas(specs: Iterable[str]) -> list[Formula]:
+    """All formulas of the given modules (each file once, however named), sorted by id;
+    the same id from two different files is an error."""
+    formulas: dict[str, Formula] = {}
+    for spec in unique(specs, strict=False).values():
         for derivation in load_derivations(spec):
             for f in derivation.formulas:
                 if f.id in formulas and formulas[f.id] is not f:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import io
+import shlex
 from typing import Any
 
 import numpy as np
@@ -122,8 +123,9 @@ def counterexample_text(formula_id: str, c: dict[str, Any]) -> str:
         meta, case, upstream = repro.from_record(c, formula_id)
         lines += ["", repro.printout(case, upstream), "", repro.snippet(meta, case, upstream)]
     elif c.get("npz"):
-        lines += ["", f"Values: {c['npz']} (check it again: explain '{formula_id}' --case "
-                  f"{c['npz']})"]
+        lines += ["", f"Values: {c['npz']} (check it again: explain {shlex.quote(formula_id)} "
+                  f"--module {shlex.quote(str(c.get('module')))} --case "
+                  f"{shlex.quote(c['npz'])})"]
     return "\n".join(lines)
 
 

@@ -16,12 +16,13 @@ of two before they are squared, so no estimate overflows at any finite magnitude
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from gradcheck.guard import Broken
 from gradcheck.numeric import (
     Loss,
     differences,
@@ -170,3 +171,32 @@ def numeric_gradient(
     error = 1.5 * sigma / d1.h + np.abs(d1.central - d2.central) / 3
     gradient = (4 * d1.central - d2.central) / 3
     return gradient.reshape(x.shape), error.reshape(x.shape)
+
+
+def magnitudes(forward: Callable[..., Any], case: Mapping[str, Any]) -> np.ndarray | None:
+    """|forward| at the inputs' absolute values: for sums of products (``x @ W.T + b``)
+    exactly the sum of the terms' magnitudes, whose eps-fraction bounds the rounding of
+    each output however much the terms cancel. None if the forward cannot be evaluated
+    there or gives no finite array."""
+    try:
+        out = forward(**{k: np.abs(v) if isinstance(v, np.ndarray) and v.dtype.kind == "f"
+                         else v for k, v in case.items()})
+        terms = np.abs(np.asarray(out, dtype=np.float64))
+    except (Broken, TypeError, ValueError):
+        return None
+    return terms if np.isfinite(terms).all() else None
+
+
+def term_floor(
+    forward: Callable[..., Any], case: Mapping[str, Any], g: np.ndarray, eps: float
+) -> float:
+    """eps * <|g|, magnitudes of the forward's terms>: the rounding noise of L when its
+    terms cancel (W x ~ 1e-9 from terms ~1e6), which the noise floor, built from |y| and
+    max|inputs|, does not see. Used only to excuse differences between two evaluations of
+    L at the same input (a batched call rounds differently from a single one), never to
+    widen a verdict's tolerance; 0 when the magnitudes cannot be had."""
+    terms = magnitudes(forward, case)
+    if terms is None or terms.shape != g.shape:
+        return 0.0
+    with np.errstate(over="ignore"):
+        return float(np.sum(np.abs(g.astype(np.float64)) * (eps * terms)))

@@ -24,6 +24,7 @@ room reserved for arrays held beside it (the analytic gradient, one direction).
 
 from __future__ import annotations
 
+import contextvars
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,23 @@ import numpy as np
 DEFAULT_BUDGET = 256 * 2**20  # bytes of perturbed inputs and outputs held at once
 CACHE_BYTES = 4 * 2**20  # a chunk of rows larger than this runs out of cache: slower per row
 ELEMENTS = 1 << 18  # element-wise work on huge inputs is done in slices of this many
+
+
+# The argument that carries the leading batch axis during a batched forward call, for
+# forwards (the framework adapters) that must know which one it is; None outside such a call.
+BATCHED_ARGUMENT: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "gradcheck_batched_argument", default=None)
+
+
+def call_batched(forward: Callable[..., Any], case: dict[str, Any], wrt: str,
+                 X: np.ndarray) -> Any:
+    """``forward`` on ``case`` with ``X``, a leading batch axis of rows, in place of
+    ``case[wrt]``, with BATCHED_ARGUMENT saying so."""
+    token = BATCHED_ARGUMENT.set(wrt)
+    try:
+        return forward(**{**case, wrt: X})
+    finally:
+        BATCHED_ARGUMENT.reset(token)
 
 
 def eps_of(dtype: Any) -> float:
@@ -93,7 +111,7 @@ class Loss:
 
     def _rows(self, X: np.ndarray, k: int) -> np.ndarray:
         if self.batched:
-            out = self.forward(**{**self.case, self.wrt: X})
+            out = call_batched(self.forward, self.case, self.wrt, X)
             expect = (k, *self.g.shape)
             Y = self.check_output(out, expect) if self.check_output else np.asarray(out)
             return loss_rows(Y, self.g)

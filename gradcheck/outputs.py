@@ -22,7 +22,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from gradcheck.declare import Derivation
-from gradcheck.guard import takes_positional
+from gradcheck.guard import bind
 
 __all__ = ["ZERO_UPSTREAM", "Flattened", "several_outputs"]
 
@@ -44,10 +44,10 @@ def identifiers(what: str, names: Any) -> tuple[str, ...]:
 
 
 def call_user(fn: Callable[..., Any], first: Any, case: dict[str, Any]) -> Any:
-    """As the engine calls a user's function (guard.py): the case by name, or in order when
-    the function takes positional-only parameters (``np.tanh``, ``def f(dy, x, /)``)."""
-    head = () if first is None else (first,)
-    return fn(*head, *case.values()) if takes_positional(fn) else fn(*head, **case)
+    """As the engine calls a user's function: ``guard.bind`` (by name, positional-only
+    parameters included; by position only for ``np.tanh``-like callables)."""
+    args, kwargs = bind(fn, () if first is None else (first,), case)
+    return fn(*args, **kwargs)
 
 
 def split_case(case: Mapping[str, Any]) -> tuple[dict[str, Any], frozenset[str]]:

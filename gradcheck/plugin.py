@@ -80,7 +80,7 @@ def _modules(config: pytest.Config) -> dict[Path, str]:
     """Each module's file and the spec it loads by: the CLI's rule (gradcheck.declare): a
     dotted name from the current directory then sys.path, keeping its package; a path
     relative to the current directory (in the ini file: to the ini file's folder)."""
-    from gradcheck.declare import is_path, locate
+    from gradcheck.declare import is_path, unique
     from gradcheck.errors import LoadError
 
     given = config.getoption("gradcheck_module")
@@ -94,17 +94,19 @@ def _modules(config: pytest.Config) -> dict[Path, str]:
                 f"--gradcheck: no formula modules: {root} has no .py files; "
                 "give --gradcheck-module or the ini option gradcheck_modules")
         return found
-    base = config.invocation_params.dir if given or config.inipath is None \
-        else config.inipath.parent
-    out = {}
-    for spec in specs:
-        if is_path(spec):
-            spec = str((base / spec).resolve())
-        try:
-            out[locate(spec)] = spec
-        except LoadError as exc:
-            raise pytest.UsageError(f"--gradcheck-module: {exc}") from exc
-    return out
+    import sys
+
+    ini = None if given else config.inipath
+    from_ini = ini is not None
+    base = config.invocation_params.dir if ini is None else ini.parent
+    if from_ini and not all(map(is_path, specs)) and str(base) not in sys.path:
+        sys.path.insert(0, str(base))  # the ini's dotted names, from the ini's folder
+    specs = [str((base / s).resolve()) if is_path(s) else s for s in specs]
+    try:
+        return unique(specs)
+    except LoadError as exc:
+        where = "the ini option gradcheck_modules" if from_ini else "--gradcheck-module"
+        raise pytest.UsageError(f"{where}: {exc}") from exc
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -174,9 +176,10 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> Any:
     return None
 
 
-def _save_large(config: pytest.Config, r: Any) -> None:
+def _save_large(config: pytest.Config, r: Any) -> str | None:
     """A counterexample too large for the report goes to an .npz: beside the JSON report
-    (REPORT.cases/), else in gradcheck-cases/ of the current directory."""
+    (REPORT.cases/, recorded relative to it), else in gradcheck-cases/ of the current
+    directory (recorded absolute). Its absolute path, for the failure's snippet."""
     from gradcheck.repro import save_large
 
     report = config.getoption("gradcheck_report")
@@ -184,7 +187,8 @@ def _save_large(config: pytest.Config, r: Any) -> None:
         base, folder = Path(report).resolve().parent, Path(f"{Path(report).name}.cases")
     else:
         base, folder = config.invocation_params.dir, Path("gradcheck-cases")
-    save_large([r], base, folder)
+    saved = save_large([r], base, folder, absolute=not report)
+    return str(saved[0].resolve()) if saved else None
 
 
 class FormulaFile(pytest.File):
@@ -233,7 +237,7 @@ class FormulaItem(pytest.Item):
             kept = self.config.stash[kept_key] = Kept(
                 [i.formula for i in self.session.items if isinstance(i, FormulaItem)])
         (r,) = run_isolated([self.formula], _settings(self.config), timeout=limit, kept=kept)
-        _save_large(self.config, r)
+        case_file = _save_large(self.config, r)
         record = r.to_dict()
         self.user_properties += [(k, record[k]) for k in (
             "status", "expect", "cases", "max_rel_error", "median_rel_error")]
@@ -244,7 +248,8 @@ class FormulaItem(pytest.Item):
             from gradcheck.report import reproduction
 
             detail = r.failing_result.explain(criterion=False)
-            detail += f"\n\n{reproduction(r)}" if reproduction(r) else ""
+            how = reproduction(r, case_file)
+            detail += f"\n\n{how}" if how else ""
         else:
             detail = r.message
         if r.status == "error":

@@ -12,6 +12,7 @@ import math
 import os
 import platform
 import re
+import shlex
 import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -194,6 +195,15 @@ def footer(run: Run) -> str:
     return text + (" - INTERRUPTED" if run.interrupted else "")
 
 
+def placements(run: Run) -> list[str]:
+    """Where the formulas of framework adapters ran: one line per framework and device."""
+    where: dict[str, list[str]] = {}
+    for r in run.results:
+        if r.runs_on and r.derivation not in where.setdefault(r.runs_on, []):
+            where[r.runs_on].append(r.derivation)
+    return [f"ran on {k}: {', '.join(v)}" for k, v in where.items()]
+
+
 _PAINT = {"pass": "32", "fail": "31", "nonsmooth": "33", "error": "35"}
 
 
@@ -240,6 +250,7 @@ def render_table(run: Run, color: bool = False) -> str:
     lines += [f"Note: {one_line(n)}" for n in notes(run)]
     lines.append(settings_line(run))
     lines.append(footer(run))
+    lines += placements(run)
     return "\n".join(lines) + "\n"
 
 
@@ -256,6 +267,8 @@ def render_markdown(run: Run) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Rule: `{RULE}`", "", settings_line(run)]
     lines += ["", *(f"- {markdown_inline(n)}" for n in notes(run))] if notes(run) else []
+    for line in placements(run):
+        lines += ["", f"Ran on {markdown_inline(line.removeprefix('ran on '))}"]
     for r in run.results:
         if not (r.counterexample or r.message):
             continue
@@ -281,8 +294,9 @@ def _detail(r: FormulaResult) -> str:
     return text
 
 
-def reproduction(r: FormulaResult) -> str:
-    """The counterexample's values and the Python that checks it again."""
+def reproduction(r: FormulaResult, file: str | None = None) -> str:
+    """The counterexample's values and the Python that checks it again (a case too large
+    to write out is read from ``file``, else from the .npz its record names)."""
     from gradcheck import repro
 
     c = r.counterexample or {}
@@ -291,8 +305,13 @@ def reproduction(r: FormulaResult) -> str:
     meta = {k: c.get(k) for k in ("wrt", "seed", "mode", "dtype", "module")}
     meta["id"] = r.id
     upstream = None if r.failing_result is None else r.failing_result.upstream
+    file = file or c.get("npz")
+    if file is None and repro.too_large(r.failing_case, upstream):
+        return (f"Values: too large to print; save them with: gradcheck explain "
+                f"{shlex.quote(r.id)} --module {shlex.quote(str(c.get('module')))} "
+                "--save-case FILE.npz")
     return (f"Values:\n{repro.printout(r.failing_case, upstream)}\n\nReproduce:\n"
-            + repro.snippet(meta, r.failing_case, upstream, c.get("npz")))
+            + repro.snippet(meta, r.failing_case, upstream, file))
 
 
 def _xml(text: str) -> str:

@@ -9,15 +9,18 @@ A static parameter written as a JSON list reads back as a tuple.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 INLINE = 1000  # elements: larger arrays go to an .npz file instead of the JSON report
-SHOWN = 100  # elements: arrays up to this size are printed and written into the snippet
+SHOWN = INLINE  # elements: arrays up to this size are printed and written into the snippet
+NAME_CHARS = 60  # of a case file's readable prefix; a hash of the whole id follows it
 UPSTREAM = "__upstream__"
 META = "__meta__"
 
@@ -47,7 +50,11 @@ def is_large(counterexample: dict[str, Any]) -> bool:
 
 
 def file_name(formula_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", formula_id).strip("_") + ".npz"
+    """A file name for a formula's case: distinct ids give distinct names (a hash of the
+    whole id follows a readable prefix), and its length is bounded whatever the id."""
+    prefix = re.sub(r"[^A-Za-z0-9_.-]+", "_", formula_id).strip("_.")[:NAME_CHARS]
+    digest = hashlib.sha1(formula_id.encode("utf-8")).hexdigest()[:10]
+    return f"{prefix}-{digest}.npz"
 
 
 def save_case(path: str | Path, meta: dict[str, Any], case: dict[str, Any],
@@ -68,7 +75,10 @@ def save_case(path: str | Path, meta: dict[str, Any], case: dict[str, Any],
 def load_case(path: str | Path, formula_id: str | None = None
               ) -> tuple[dict[str, Any], dict[str, Any], np.ndarray | None]:
     """(meta, case, upstream) from an .npz written by gradcheck, or from a JSON report
-    (``formula_id`` names the formula whose counterexample to read)."""
+    (``formula_id`` names the formula whose counterexample to read; the .npz the report
+    names for it must hold that formula's case: ValueError otherwise). An .npz read
+    directly is not checked against ``formula_id``: a case may be checked against another
+    formula of the same gradient (its ``meta['id']`` says whose case it was)."""
     source = Path(path)
     if source.suffix == ".npz":
         with np.load(source, allow_pickle=False) as data:
@@ -83,7 +93,11 @@ def load_case(path: str | Path, formula_id: str | None = None
         raise ValueError(f"{str(source)!r} holds no counterexample of {formula_id!r}")
     c = found[0]["counterexample"]
     if c.get("npz"):
-        return load_case(source.parent / c["npz"])
+        meta, case, upstream = load_case(source.parent / c["npz"])  # absolute stays absolute
+        if meta.get("id") != formula_id:
+            raise ValueError(f"{str(source.parent / c['npz'])!r}, which {str(source)!r} names "
+                             f"for {formula_id!r}, holds the case of {meta.get('id')!r}")
+        return meta, case, upstream
     if "inputs" not in c or is_large(c):
         raise ValueError(f"{str(source)!r}: the counterexample of {formula_id!r} has no values")
     return from_record(c, str(formula_id))
@@ -122,9 +136,15 @@ def printout(case: dict[str, Any], upstream: np.ndarray | None) -> str:
             lines.append(f"{name} = <{arr.dtype} array of shape {arr.shape}>")
         else:
             text = np.array2string(arr, precision=17, floatmode="unique", separator=", ",
-                                   max_line_width=88)
+                                   max_line_width=88, threshold=SHOWN + 1)
             lines.append(f"{name} = " + text.replace("\n", "\n" + " " * (len(name) + 3)))
     return "\n".join(lines)
+
+
+def too_large(case: dict[str, Any], upstream: np.ndarray | None) -> bool:
+    """Whether ``snippet`` needs the case in a file: an array over SHOWN elements."""
+    arrays = [v for v in case.values() if isinstance(v, np.ndarray)]
+    return any(a.size > SHOWN for a in [*arrays, *([] if upstream is None else [upstream])])
 
 
 def snippet(meta: dict[str, Any], case: dict[str, Any], upstream: np.ndarray | None,
@@ -137,20 +157,25 @@ def snippet(meta: dict[str, Any], case: dict[str, Any], upstream: np.ndarray | N
 
     Small arrays are written out; otherwise the case is read from ``file`` (an .npz, or the
     JSON report holding this counterexample)."""
-    arrays = [v for v in case.values() if isinstance(v, np.ndarray)]
-    inline = all(a.size <= SHOWN for a in [*arrays, *([] if upstream is None else [upstream])])
+    inline = not too_large(case, upstream)
     lines = ["import numpy as np", "from gradcheck import check_vjp, collect_formulas"]
     if not inline:
         lines[-1] += "\nfrom gradcheck.repro import load_case"
+    module, folder = where_module(str(meta["module"]))
+    if folder is not None:
+        lines[:0] = ["import sys", f"sys.path.insert(0, {folder!r})  # where {module} was found"]
     lines += ["",
-              f"f = next(f for f in collect_formulas([{meta['module']!r}]) "
+              f"f = next(f for f in collect_formulas([{module!r}]) "
               f"if f.id == {meta['id']!r})"]
     if inline:
         parts = [f"{k!r}: {_literal(v)}" for k, v in case.items()]
         lines.append("case = {" + ",\n        ".join(parts) + "}")
         lines.append(f"dy = {_literal(upstream)}" if upstream is not None else "dy = None")
     else:
-        where = file or "CASE.npz"
+        if file is None:
+            raise ValueError(f"the case of {meta['id']!r} is too large to write out; save it "
+                             "(save_case) and pass its file")
+        where = file
         extra = "" if where.endswith(".npz") else f", {meta['id']!r}"
         lines.append(f"_, case, dy = load_case({where!r}{extra})")
     lines += [f"r = check_vjp(f.derivation.forward, f.vjp, case, {meta['wrt']!r}, "
@@ -161,15 +186,35 @@ def snippet(meta: dict[str, Any], case: dict[str, Any], upstream: np.ndarray | N
     return "\n".join(lines)
 
 
+def where_module(spec: str) -> tuple[str, str | None]:
+    """How a snippet run from anywhere finds the module ``spec``: a path made absolute; a
+    dotted name with the folder it was resolved from (for sys.path). As typed when it
+    cannot be found from here (say, a report rendered elsewhere)."""
+    from gradcheck.declare import is_path, locate
+    from gradcheck.errors import LoadError
+
+    try:
+        found = locate(spec)
+    except LoadError:
+        return spec, None
+    if is_path(spec):
+        return str(found), None
+    base = found.parent.parent if found.name == "__init__.py" else found.parent
+    root = base.parents[spec.count(".") - 1] if "." in spec else base
+    return spec, None if str(root) in sys.path else str(root)
+
+
 def _literal(v: Any) -> str:
     if isinstance(v, np.ndarray):
         return f"np.array({v.tolist()!r}, dtype={v.dtype.name!r})"
     return repr(v)
 
 
-def save_large(results: list[Any], base: Path, folder: Path) -> list[Path]:
-    """Save each counterexample too large to inline to ``base/folder/<id>.npz`` and record
-    that path (relative to ``base``, where the report is) in it."""
+def save_large(results: list[Any], base: Path, folder: Path, *, absolute: bool = False
+               ) -> list[Path]:
+    """Save each counterexample too large to inline to ``base/folder/<file_name(id)>`` and
+    record that path in it: relative to ``base`` (where the report is), or ``absolute``
+    (a report on stdout has no folder to be relative to)."""
     saved = []
     for r in results:
         c = r.counterexample
@@ -179,5 +224,5 @@ def save_large(results: list[Any], base: Path, folder: Path) -> list[Path]:
         meta["id"] = r.id
         upstream = None if r.failing_result is None else r.failing_result.upstream
         saved.append(save_case(base / folder / file_name(r.id), meta, r.failing_case, upstream))
-        c["npz"] = str(folder / file_name(r.id))
+        c["npz"] = str(saved[-1].resolve()) if absolute else str(folder / file_name(r.id))
     return saved

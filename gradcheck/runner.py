@@ -47,6 +47,7 @@ class FormulaResult:
     source: str
     text: str
     dtype: str = "float64"  # the dtype every case of this formula was checked in
+    runs_on: str = ""  # framework, device (and dtype) of an adapter's formula
     status: str = "error"
     cases: int = 0
     max_rel_error: float | None = None
@@ -71,7 +72,8 @@ class FormulaResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain Python types only (JSON, and pytest-xdist's user_properties)."""
-        keys = ("id", "derivation", "wrt", "variant", "expect", "source", "text", "dtype", "status",
+        keys = ("id", "derivation", "wrt", "variant", "expect", "source", "text", "dtype",
+                "runs_on", "status",
                 "cases", "max_rel_error", "median_rel_error", "counterexample", "coverage",
                 "message", "seconds", "case_errors", "sweep", "modes", "evaluations")
         out = {k: getattr(self, k) for k in keys}
@@ -81,7 +83,7 @@ class FormulaResult:
 
 def blank(f: Formula, dtype: str = "float64") -> FormulaResult:
     return FormulaResult(f.id, f.derivation.name, f.wrt, f.variant, f.expect, f.source, f.text,
-                         dtype)
+                         f.derivation.dtype or dtype, runs_on=f.derivation.runs_on)
 
 
 class _CaseFailed(AssertionError):
@@ -171,8 +173,8 @@ def run_formula(formula: Formula, settings: Settings | None = None) -> FormulaRe
         nonlocal failed, sample
         try:
             result = check_vjp(d.forward, formula.vjp, case, formula.wrt, seed=settings.seed,
-                               mode=settings.mode, dtype=settings.dtype, batched=d.batched,
-                               structure=d.structure.get(formula.wrt))
+                               mode=settings.mode, dtype=d.dtype or settings.dtype,
+                               batched=d.batched, structure=d.structure.get(formula.wrt))
         except InvalidCase as exc:
             raise _CaseProblem(f"the case strategy of {d.name!r} drew an unusable case "
                                f"(a problem of the strategy, not the formula): {exc}") from exc

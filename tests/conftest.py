@@ -50,3 +50,13 @@ def signal_when_marked(args: list[str], mark: Path, sig: int, *, cwd: Path = ROO
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=wait)
     return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+def readme_block(marker: str) -> str:
+    """The fenced code block that follows ``<!-- marker -->`` in README.md."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    match = re.search(rf"<!-- {re.escape(marker)} -->\s*```\w*\n(.*?)```", readme, re.S)
+    assert match, f"README has no block marked {marker!r}"
+    return match.group(1)

@@ -542,8 +542,8 @@ def test_the_layer_declaration_agrees_with_the_wrapper_it_replaces():
 
 
 def test_positional_only_callables_are_called_as_the_engine_calls_them():
-    """As guard.py does for np.tanh-like callables: the case's values in order (one here:
-    hypothesis's fixed_dictionaries does not keep its keys' order from draw to draw)."""
+    """As guard.bind does: positional-only parameters get the case's values by name (the
+    order of hypothesis's fixed_dictionaries keys is not reliable from draw to draw)."""
 
     def forward(x, /):
         return np.sin(x), np.cos(x)

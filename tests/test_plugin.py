@@ -190,9 +190,10 @@ def test_interrupted_run_writes_an_interrupted_report(pytester: pytest.Pytester,
     assert [f["id"] for f in report["formulas"]] == ["a_quick.dx[reference]"]
 
 
-def test_importing_the_plugin_loads_neither_numpy_nor_hypothesis() -> None:
+def test_importing_the_plugin_loads_neither_numpy_nor_hypothesis_nor_a_framework() -> None:
     code = ("import sys, gradcheck.plugin; "
-            "print(sorted(m for m in ('numpy', 'hypothesis', 'click') if m in sys.modules))")
+            "print(sorted(m for m in ('numpy', 'hypothesis', 'click', 'torch', 'jax')"
+            " if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
