@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 
 import gradcheck as gc
+from gradcheck.hypothesis_compat import seed_alone
 from gradcheck.strategies import float_arrays
 from gradcheck.sweep import step_sweep
 from tests import functions as fn
@@ -151,8 +152,9 @@ def test_float_arrays_draw_the_decades_where_a_naive_sinc_backward_fails():
         small = bool(np.all((np.abs(x) > 1e-10) & (np.abs(x) < 1e-6)))
         return small and gc.check_vjp(sinc, sinc_naive_vjp, {"x": x}, "x",
                                       batched=True).status == "fail"
-    found = find(float_arrays((3,), max_magnitude=10.0), caught,
-                 settings=settings(max_examples=500, database=None), random=Random(0))
+    with seed_alone():  # literals of whatever modules are loaded must not change the draws
+        found = find(float_arrays((3,), max_magnitude=10.0), caught,
+                     settings=settings(max_examples=500, database=None), random=Random(0))
     assert caught(found)
 
 
