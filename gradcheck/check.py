@@ -223,7 +223,7 @@ def _norm(g: np.ndarray, y: np.ndarray | None, eps: float) -> float:
         return t if yf is None else t * np.abs(yf[i : i + ELEMENTS].astype(np.float64))
 
     with np.errstate(over="ignore", invalid="ignore"):
-        top = max(float(np.max(terms(i), initial=0.0)) for i in slices(gf.size))
+        top = max((float(np.max(terms(i), initial=0.0)) for i in slices(gf.size)), default=0.0)
         if not 0 < top < np.inf:
             return top
         total = sum(float(np.sum((terms(i) / top) ** 2)) for i in slices(gf.size))

@@ -283,3 +283,11 @@ def test_bad_options_are_refused_naming_the_option_bound_and_value(option, value
     with pytest.raises(gc.InvalidCase, match=f"{option}.*{bound}.*{option}={value!r}"):
         gc.check_vjp(np.sin, lambda g, x: g * np.cos(x), {"x": np.array([0.3])}, "x",
                      mode="directional", **{option: value})
+
+
+def test_an_empty_output_gets_a_verdict_or_a_named_error():
+    """The sqrt(n) noise floor took max() over no slices when the output had no elements
+    (found by test_faults' fuzz): an engine crash instead of the vjp's shape error."""
+    result = gc.check_vjp(lambda x: np.sin(x)[:-1], lambda dy, x: dy * np.cos(x),
+                          {"x": np.array([0.0])}, "x")
+    assert result.status == "error" and "vjp returned shape (0,)" in result.message

@@ -310,8 +310,10 @@ def test_unexpected_nonsmooth_is_explained_in_the_table(tmp_path):
     assert expected.exit_code == 0 and "a case sat at a kink" not in expected.stdout
 
 
-def test_one_case_is_singular():
+def test_one_case_is_singular(tmp_path, monkeypatch):
     from gradcheck.report import cases_text
+
+    monkeypatch.chdir(tmp_path)  # explain saves the too-large case under ./gradcheck-cases
 
     assert cases_text(1) == "1 case" and cases_text(2) == "2 cases"
     every_case_fails = invoke("explain", "fx_big.dx[reference]", "-m", LARGE, "--examples", "5")
