@@ -58,13 +58,6 @@ def as_float_array(
     return arr
 
 
-def takes_positional(fn: Callable[..., Any]) -> bool:
-    """Whether ``fn`` gets the case's values by position rather than by name: only a
-    callable whose parameter names say nothing (a numpy ufunc, whose ``x1, x2`` are
-    placeholders, or one with no signature to read). See ``bind``."""
-    return _parameters(fn) is None
-
-
 def _parameters(fn: Callable[..., Any]) -> tuple[inspect.Parameter, ...] | None:
     """fn's parameters (None: names that say nothing), read once per callable: the
     engine calls a forward 2n + 2 times per case and reading a signature costs ~10 us."""
@@ -86,6 +79,26 @@ def _read_parameters(fn: Callable[..., Any]) -> tuple[inspect.Parameter, ...] | 
 
 def _name(fn: Callable[..., Any]) -> str:
     return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+
+
+def case_inputs(
+    name: str, who: str, params: list[inspect.Parameter], wrt: Any, skip: Any = ()
+) -> tuple[list[str], list[str]]:
+    """(inputs, checked) of a framework function whose parameters are the case's keys:
+    every parameter must be a named positional one; ``wrt`` (None: the inputs without a
+    default, less the indices in ``skip``) must name inputs. For the torch and jax adapters."""
+    for p in params:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.KEYWORD_ONLY):
+            raise ValueError(f"{who}: the function's inputs must be named positional "
+                             f"parameters (the case's keys), got {p}")
+    names = [p.name for p in params]
+    chosen = [p.name for i, p in enumerate(params) if p.default is p.empty and i not in skip] \
+        if wrt is None else list(wrt)
+    for w in chosen:
+        if w not in names:
+            raise ValueError(f"{name}: wrt names {w!r}, which is not an input of {who}; its "
+                             f"inputs are {names}")
+    return names, chosen
 
 
 def bind(fn: Callable[..., Any], head: tuple[Any, ...], case: Mapping[str, Any],

@@ -27,22 +27,13 @@ import jax
 import numpy as np
 
 from gradcheck.declare import Derivation
+from gradcheck.guard import case_inputs
 from gradcheck.numeric import BATCHED_ARGUMENT
 
 
 def _name(fn: Any) -> str:
     inner = getattr(fn, "fun", fn)
     return getattr(inner, "__qualname__", None) or type(fn).__name__
-
-
-def parameters(fn: Any) -> list[inspect.Parameter]:
-    """The primal function's inputs in order (the case's keys)."""
-    params = list(inspect.signature(getattr(fn, "fun", fn)).parameters.values())
-    for p in params:
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.KEYWORD_ONLY):
-            raise ValueError(f"{_name(fn)}: the function's inputs must be named positional "
-                             f"parameters (the case's keys), got {p}")
-    return params
 
 
 def _floating(leaf: Any) -> bool:
@@ -161,15 +152,9 @@ def derivation(
     of a 4-op logsumexp, against 8 ms one call at a time), so it pays only for large
     inputs. ``expect`` is one expectation or one per input name.
     """
-    params = parameters(function)
-    names = [p.name for p in params]
-    static = set(getattr(function, "nondiff_argnums", ()))
-    chosen = [p.name for i, p in enumerate(params) if p.default is p.empty and i not in static] \
-        if wrt is None else list(wrt)
-    for w in chosen:
-        if w not in names:
-            raise ValueError(f"{name}: wrt names {w!r}, which is not an input of "
-                             f"{_name(function)}; its inputs are {names}")
+    params = list(inspect.signature(getattr(function, "fun", function)).parameters.values())
+    names, chosen = case_inputs(name, _name(function), params, wrt,
+                                skip=set(getattr(function, "nondiff_argnums", ())))
     backend = jax.default_backend()
     dtype = dtype or (None if backend == "cpu" else "float32")
     if dtype in (None, "float64"):

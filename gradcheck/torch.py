@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from gradcheck.declare import Derivation
+from gradcheck.guard import case_inputs
 from gradcheck.numeric import BATCHED_ARGUMENT
 
 BATCHING = (None, False, True, "vmap", "broadcast")  # None: vmap where it runs
@@ -80,13 +81,7 @@ def parameters(fn: Any) -> list[inspect.Parameter]:
     """The forward's inputs in order, without ``ctx`` (old-style Functions take it first)."""
     target = fn.forward if is_function(fn) else fn
     params = list(inspect.signature(target).parameters.values())
-    if is_function(fn) and not _overrides(fn, "setup_context"):
-        params = params[1:]
-    for p in params:
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.KEYWORD_ONLY):
-            raise ValueError(f"{_name(fn)}: the forward's inputs must be named positional "
-                             f"parameters (the case's keys), got {p}")
-    return params
+    return params[1:] if is_function(fn) and not _overrides(fn, "setup_context") else params
 
 
 def _name(fn: Any) -> str:
@@ -289,13 +284,7 @@ def derivation(
     that takes a leading batch axis itself; False: one ``apply`` per perturbation.
     ``expect`` is one expectation for every formula or one per input name.
     """
-    params = parameters(function)
-    names = [p.name for p in params]
-    chosen = [p.name for p in params if p.default is p.empty] if wrt is None else list(wrt)
-    for w in chosen:
-        if w not in names:
-            raise ValueError(f"{name}: wrt names {w!r}, which is not an input of "
-                             f"{_name(function)}; its inputs are {names}")
+    names, chosen = case_inputs(name, _name(function), parameters(function), wrt)
     if batched not in BATCHING:
         raise ValueError(f"{name}: batched must be one of {BATCHING}, got batched={batched!r}")
     batching = "auto" if batched is None else "broadcast" if batched is True \
