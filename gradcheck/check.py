@@ -128,8 +128,9 @@ def check_vjp(
         if pattern is not None:
             mode = result.mode = "structured"
             notes[:] = [n for n in notes if n not in dropped]
-        floor = noise_floor(g, y, arrays, eps_of(target))
-        spread, y_floor = spread_floor(g, y, arrays, eps_of(target))
+        inputs_max = max(max_abs(v) for v in arrays.values())
+        floor = noise_floor(g, y, inputs_max, eps_of(target))
+        spread, y_floor = spread_floor(g, y, inputs_max, eps_of(target))
         L0 = float(loss_rows(y[None], g)[0])
         if pattern is None:
             y = np.empty(0)  # not needed again: freed before the vjp and the differences run
@@ -157,7 +158,6 @@ def check_vjp(
             return result
         verdict: CaseResult | str | None = None
         if pattern is not None:
-            inputs_max = max(max_abs(v) for v in arrays.values())
             verdict = structured.structured_verdict(
                 result, loss, L0, y, a, pattern, inputs_max, floor, rng, _fill)
             if isinstance(verdict, str):  # the declaration was found wrong
@@ -181,32 +181,20 @@ def check_vjp(
     return result
 
 
-def output_floor(g: np.ndarray, y: np.ndarray, eps: float) -> float:
-    """eps * sum|g*y|, each product taken with eps first so that none overflows; slice by
-    slice (no y-sized temporaries)."""
-    return _sliced(g, y, eps)[0]
-
-
-def noise_floor(
-    g: np.ndarray, y: np.ndarray, arrays: Mapping[str, np.ndarray], eps: float
-) -> float:
+def noise_floor(g: np.ndarray, y: np.ndarray, top: float, eps: float) -> float:
     """eps * (sum|g*y| + |g|_1 max|inputs|): the rounding of the magnitudes that flow
     through L, each product taken with eps first so that none overflows (inf only when the
-    sum itself exceeds the float64 range); slice by slice."""
-    top = max(max_abs(v) for v in arrays.values())
+    sum itself exceeds the float64 range); slice by slice. ``top`` is max|inputs|."""
     gy, g1 = _sliced(g, y, eps)
     with np.errstate(over="ignore"):
         return float(gy + g1 * top)
 
 
-def spread_floor(
-    g: np.ndarray, y: np.ndarray, arrays: Mapping[str, np.ndarray], eps: float
-) -> tuple[float, float]:
-    """(eps * (|g*y|_2 + |g|_2 max|inputs|), eps * |g*y|_2): the floors of ``noise_floor``
-    and ``output_floor`` with the per-output roundings added as independent roundings add,
+def spread_floor(g: np.ndarray, y: np.ndarray, top: float, eps: float) -> tuple[float, float]:
+    """(eps * (|g*y|_2 + |g|_2 top), eps * |g*y|_2): ``noise_floor`` and its output term
+    with the per-output roundings added as independent roundings add,
     as sqrt(n), not as n (the linear sums let a flipped float32 sine pass at 10^4
     elements). The element and direction verdicts use these."""
-    top = max(max_abs(v) for v in arrays.values())
     gy = _norm(g, y, eps)
     with np.errstate(over="ignore"):
         return float(gy + _norm(g, None, eps) * top), gy
@@ -312,7 +300,7 @@ def batch_claim_broken(forward: Callable[..., Any], case: dict[str, Any], wrt: s
 def _plain(
     result: CaseResult, mode: str, loss: Loss, L0: float, a: np.ndarray, floor: float,
     y_floor: float, rng: np.random.Generator, directions: int,
-    terms: Callable[[], float] = lambda: 0.0, same_floor: float | None = None,
+    terms: Callable[[], float], same_floor: float,
 ) -> CaseResult:
     """Judge at the noise floor first: the measured noise is never below it, and a larger
     noise only widens tolerances, so a pass there stands -- unless a smaller step overruled
@@ -325,7 +313,7 @@ def _plain(
     verdict, overruled = _judge(result, mode, loss, L0, a, floor, rng, directions)
     if verdict.status != "pass" or overruled:
         L_table, noise = estimate_noise(loss, floor, rng)
-        _same(L0, L_table, floor if same_floor is None else same_floor,
+        _same(L0, L_table, same_floor,
               "a call of its own and a row of a batched call, at the same input", terms)
         sigma = noise.sigma
         if noise.how in ("floor", "upper bound") and 0 < noise.measured < floor:

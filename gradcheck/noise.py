@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from gradcheck.guard import Broken
+from gradcheck.guard import Broken, is_float
 from gradcheck.numeric import (
     Loss,
     differences,
@@ -179,7 +179,7 @@ def magnitudes(forward: Callable[..., Any], case: Mapping[str, Any]) -> np.ndarr
     each output however much the terms cancel. None if the forward cannot be evaluated
     there or gives no finite array."""
     try:
-        out = forward(**{k: np.abs(v) if isinstance(v, np.ndarray) and v.dtype.kind == "f"
+        out = forward(**{k: np.abs(v) if is_float(v)
                          else v for k, v in case.items()})
         terms = np.abs(np.asarray(out, dtype=np.float64))
     except (Broken, TypeError, ValueError):

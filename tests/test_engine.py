@@ -514,3 +514,25 @@ def test_a_forward_rounded_in_steps_that_the_noise_table_rarely_crosses_is_not_f
             "b": np.array([-0.378])}
     result = gc.check_vjp(float32_linear, fn.linear_dx, case, "x", batched=True)
     assert result.status == "pass", result.explain()
+
+
+def test_a_checked_callable_is_not_kept_alive_by_the_engine():
+    """Signatures are cached per callable (read once, not per evaluation); the cache must
+    not keep a closure, and the arrays it captures, alive after the check."""
+    import gc
+    import weakref
+
+    def make():
+        w = np.full(3, 2.0)
+        return lambda x: x * w
+
+    f = make()
+    ref = weakref.ref(f)
+    assert gc_check_status(f) == "pass"
+    del f
+    gc.collect()
+    assert ref() is None
+
+
+def gc_check_status(f):
+    return gc.check_vjp(f, lambda dy, x: 2.0 * dy, {"x": np.ones(3)}, "x").status
