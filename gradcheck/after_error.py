@@ -35,7 +35,7 @@ def search_past_error(
 ) -> None:
     """Look past ``out``'s error for a wrong value; update ``out`` if one is found."""
     import hypothesis
-    from hypothesis import HealthCheck, Phase, Verbosity, given
+    from hypothesis import given
 
     d = formula.derivation
     classify = runner._classifier(formula)
@@ -44,19 +44,11 @@ def search_past_error(
         return
     checked, raised, found = 0, 0, False  # counted up to the first wrong case
 
-    @hypothesis.seed(settings.seed + 1)
-    @hypothesis.settings(
-        max_examples=settings.examples, deadline=None, database=None, derandomize=False,
-        verbosity=Verbosity.quiet, report_multiple_bugs=False, print_blob=False,
-        suppress_health_check=[HealthCheck.too_slow],
-        phases=[Phase.generate, Phase.target, Phase.shrink],
-    )
+    @runner.search(settings, settings.seed + 1, explicit=False)
     @given(case=d.cases)
     def prop(case: dict[str, Any]) -> None:
         nonlocal checked, raised, found
-        result = runner.check_vjp(d.forward, formula.vjp, case, formula.wrt, seed=settings.seed,
-                                  mode=settings.mode, dtype=d.dtype or settings.dtype,
-                                  batched=d.batched)
+        result = runner.check_case(formula, case, settings)
         if result.status == "error":  # not a find: the shrinker moves away from it
             raised += 0 if found else 1
             return
@@ -71,6 +63,7 @@ def search_past_error(
         hypothesis.target(runner._finite(result.max_rel_error), label="max relative error")
 
     wrong: _Wrong | None = None
+    stopped = False
     try:
         with seed_alone(), runner._errstate():
             prop()
@@ -80,9 +73,10 @@ def search_past_error(
         raise
     except BaseException as exc:  # the strategy, the engine or user code: the error stands
         out.message += f"\n(the search past the error stopped: {type(exc).__name__}: {exc})"
+        stopped = True
     out.cases += checked
     if wrong is None:
-        if "(the search past" in out.message:
+        if stopped:
             return
         out.message += (f"\n(searched past the error: right values on {checked} cases that do "
                         f"not raise; {raised} more raised)" if checked else

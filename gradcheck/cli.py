@@ -110,7 +110,10 @@ def module_options(fn: Any) -> Any:
 
 
 def modules_of(builtin: bool | None, modules: tuple[str, ...]) -> list[str]:
-    """The modules named; the built-in catalogue instead when none is, or with --builtin."""
+    """The modules named; the built-in catalogue instead when none is, or with --builtin;
+    each module file once, however it is spelled."""
+    from gradcheck.declare import unique
+
     if builtin is None:
         builtin = not modules
     catalogue = builtin_modules() if builtin else []
@@ -118,30 +121,10 @@ def modules_of(builtin: bool | None, modules: tuple[str, ...]) -> list[str]:
         where = CATALOGUE.get("root", Path.cwd()) / "derivations"
         raise click.UsageError(f"no built-in catalogue: {str(where)!r} has no modules; give "
                                "--module NAME_OR_PATH")
-    chosen = distinct(catalogue + list(modules))
+    chosen = list(unique(catalogue + list(modules), strict=False).values())
     if not chosen:
         raise click.UsageError("no modules to load: give --module or drop --no-builtin")
     return chosen
-
-
-def distinct(specs: list[str]) -> list[str]:
-    """The modules in order, each once however it is spelled (``a.py``, ``./a.py``, an
-    absolute path, or a dotted name of the same file)."""
-    import importlib.util
-
-    seen, out = set(), []
-    for spec in specs:
-        key = spec
-        if spec.endswith(".py") or os.path.isfile(spec):
-            key = os.path.realpath(spec)
-        else:
-            with contextlib.suppress(Exception):  # not found: the loader names the problem
-                origin = importlib.util.find_spec(spec).origin  # type: ignore[union-attr]
-                key = os.path.realpath(origin) if origin else spec
-        if key not in seen:
-            seen.add(key)
-            out.append(spec)
-    return out
 
 
 def time_limit(ctx: click.Context, param: click.Parameter, value: float) -> float | None:

@@ -34,15 +34,13 @@ def run_all(
     progress: Progress | None = None,
     *,
     jobs: int = 1,
-    modules: list[str] | None = None,
     timeout: float | None = None,
 ) -> Run:
     """Run formulas, each in a child process of its own, ``jobs`` at a time, sorted by id.
 
     The results are the same, in the same order, whatever ``jobs`` is. A formula that ends
     its process or runs past ``timeout`` seconds is an ``error`` (gradcheck.isolate). Ctrl-C
-    keeps every formula finished so far; the run is then marked interrupted. ``modules`` is
-    no longer needed (children are forked with the formulas loaded) and is ignored.
+    keeps every formula finished so far; the run is then marked interrupted.
     """
     from gradcheck.isolate import run_isolated
 

@@ -145,10 +145,33 @@ def _classifier(formula: Formula) -> Callable[[dict[str, Any]], str] | None:
     return safe
 
 
+def check_case(formula: Formula, case: dict[str, Any], settings: Settings) -> CaseResult:
+    """One case of a formula, as a run checks it (the derivation's dtype and structure)."""
+    d = formula.derivation
+    return check_vjp(d.forward, formula.vjp, case, formula.wrt, seed=settings.seed,
+                     mode=settings.mode, dtype=d.dtype or settings.dtype, batched=d.batched,
+                     structure=d.structure.get(formula.wrt))
+
+
+def search(settings: Settings, seed: int, explicit: bool) -> Callable[[Any], Any]:
+    """The hypothesis seed and settings of a formula's search (no slow 'explain' phase;
+    explicit examples only in the main search)."""
+    import hypothesis
+    from hypothesis import HealthCheck, Phase, Verbosity
+
+    phases = [Phase.explicit] * explicit + [Phase.generate, Phase.target, Phase.shrink]
+    configured = hypothesis.settings(
+        max_examples=settings.examples, deadline=None, database=None, derandomize=False,
+        verbosity=Verbosity.quiet, report_multiple_bugs=False, print_blob=False,
+        suppress_health_check=[HealthCheck.too_slow], phases=phases,
+    )
+    return lambda test: hypothesis.seed(seed)(configured(test))
+
+
 def run_formula(formula: Formula, settings: Settings | None = None) -> FormulaResult:
     """Check one formula over hypothesis-generated cases of its derivation."""
     import hypothesis
-    from hypothesis import HealthCheck, Phase, Verbosity, given
+    from hypothesis import given
     from hypothesis.errors import StopTest
 
     settings = settings or Settings()
@@ -161,20 +184,12 @@ def run_formula(formula: Formula, settings: Settings | None = None) -> FormulaRe
     failed = False
     sample: dict[str, Any] | None = None  # the last case: its step-size curve is reported
 
-    @hypothesis.seed(settings.seed)
-    @hypothesis.settings(
-        max_examples=settings.examples, deadline=None, database=None, derandomize=False,
-        verbosity=Verbosity.quiet, report_multiple_bugs=False, print_blob=False,
-        suppress_health_check=[HealthCheck.too_slow],
-        phases=[Phase.explicit, Phase.generate, Phase.target, Phase.shrink],  # no slow 'explain'
-    )
+    @search(settings, settings.seed, explicit=True)
     @given(case=d.cases)
     def prop(case: dict[str, Any]) -> None:
         nonlocal failed, sample
         try:
-            result = check_vjp(d.forward, formula.vjp, case, formula.wrt, seed=settings.seed,
-                               mode=settings.mode, dtype=d.dtype or settings.dtype,
-                               batched=d.batched, structure=d.structure.get(formula.wrt))
+            result = check_case(formula, case, settings)
         except InvalidCase as exc:
             raise _CaseProblem(f"the case strategy of {d.name!r} drew an unusable case "
                                f"(a problem of the strategy, not the formula): {exc}") from exc

@@ -155,7 +155,7 @@ def test_jobs_give_the_same_results_as_a_serial_run():
     serial = run_all(formulas, Settings(examples=8, seed=5))
     progress: list[tuple[str, int, int]] = []
     parallel = run_all(formulas, Settings(examples=8, seed=5), lambda *a: progress.append(a),
-                       jobs=2, modules=MODULES)
+                       jobs=2)
     assert [_plain(r) for r in parallel.results] == [_plain(r) for r in serial.results]
     shipped = {r.id: r for r in parallel.results}["fx_square.dx[as-written]"]
     assert shipped.failing_result is not None and shipped.failing_result.rel_error is not None

@@ -366,6 +366,6 @@ def test_worker_processes_agree_with_a_serial_run_over_torch_functions() -> None
     formulas = [f for f in collect_formulas(modules) if f.derivation.name.startswith("gate")]
     settings = Settings(examples=5)
     serial = run_all(formulas, settings)
-    parallel = run_all(formulas, settings, jobs=2, modules=modules)
+    parallel = run_all(formulas, settings, jobs=2)
     assert [(r.id, r.status, r.cases) for r in parallel.results] == \
         [(r.id, r.status, r.cases) for r in serial.results]
