@@ -28,7 +28,14 @@ import numpy as np
 
 from gradcheck import compare
 from gradcheck.noise import NOISE_STEPS
-from gradcheck.numeric import CACHE_BYTES, Differences, Loss, eps_of, scaled_direction
+from gradcheck.numeric import (
+    CACHE_BYTES,
+    Differences,
+    Loss,
+    call_batched,
+    eps_of,
+    scaled_direction,
+)
 from gradcheck.structure import Pattern
 
 ECNOISE_HALF = 3  # the output noise table has 2 * 3 + 1 points
@@ -66,8 +73,12 @@ class ColouredDifferences:
         """forward at the rows of X, as float64 rows of outputs (counted as evaluations)."""
         k = X.shape[0]
         self.loss.evaluations += k
-        if self.loss.batched:
-            out = self.loss.forward(**{**self.loss.case, self.loss.wrt: X})
+        with np.errstate(all="ignore"):  # as Loss: a step that left the domain is the judge's
+            return self._outputs(X, k)
+
+    def _outputs(self, X: np.ndarray, k: int) -> np.ndarray:
+        if self.loss.batched:  # through call_batched, as Loss: adapters read the batch axis
+            out = call_batched(self.loss.forward, self.loss.case, self.loss.wrt, X)
             Y = self.loss.check_output(out, (k, *self.loss.g.shape)) if self.loss.check_output \
                 else np.asarray(out)
             return np.asarray(Y, dtype=np.float64).reshape(k, -1)

@@ -48,7 +48,7 @@ def contributions(cd: ColouredDifferences) -> tuple[np.ndarray, np.ndarray] | No
         flat = X.reshape(2, -1)
         flat[0, members], flat[1, members] = xp[members], xm[members]
         Y = cd.outputs(X)
-        own = pattern.owners(c)
+        own = pattern.owner(c)
         valid = own >= 0
         owner[c] = own
         C[c, valid] = cd.g[valid] * (Y[0, valid] - Y[1, valid]) / span[own[valid]]

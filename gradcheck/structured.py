@@ -42,7 +42,7 @@ VERIFY_DIRECTIONS = 1  # (b): one continuous random direction sees a misattribut
 
 
 def directional_agreement(
-    loss: Loss, L0: float, numeric: np.ndarray, atol: np.ndarray, sigma_L: float,
+    loss: Loss, numeric: np.ndarray, atol: np.ndarray, sigma_L: float,
     rng: np.random.Generator, k: int, smooth: np.ndarray,
 ) -> tuple[bool, float, float, float]:
     """(b): <coloured numeric gradient, u> against the central difference of the true L
@@ -126,7 +126,7 @@ def structured_verdict(
     sigma_L = floor
     for attempt in range(2):
         ok, projected, true, tol = directional_agreement(
-            loss, L0, v.numeric, v.atol, sigma_L, rng, VERIFY_DIRECTIONS, smooth)
+            loss, v.numeric, v.atol, sigma_L, rng, VERIFY_DIRECTIONS, smooth)
         if ok or attempt:
             break
         sigma_L = max(floor, estimate_noise(loss, floor, rng)[1].sigma)

@@ -238,6 +238,9 @@ def test_declared_structure_gives_the_plain_verdict(derivation, wrt, variant, da
                                            derivation.structure[wrt])
     if variant == "reference":  # no false alarm: a right formula passes both ways
         assert coloured.status == plain.status == "pass", coloured.explain()
+        # a right declaration is never found wrong (that would redo the check plainly and
+        # make the two verdicts equal without testing the structure)
+        assert not any("checked without it" in n for n in coloured.notes), coloured.notes
     elif plain.status == "fail":  # and no miss. Per-output noise is finer than L's, so
         # structured mode may also catch an error plain mode's tolerance hides (a wrong
         # gradient of 1e-13 beside inputs of 10)
