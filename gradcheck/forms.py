@@ -27,12 +27,10 @@ from typing import Any
 import numpy as np
 
 from gradcheck.declare import Derivation
-from gradcheck.outputs import (  # noqa: F401 (ZERO_UPSTREAM, several_outputs: re-exported)
-    ZERO_UPSTREAM,
+from gradcheck.outputs import (
     Flattened,
     call_user,
     identifiers,
-    several_outputs,
     split_case,
     untouched_zeros,
     upstream,

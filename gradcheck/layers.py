@@ -154,8 +154,8 @@ class Layer(Derivation):
             layer = self._kept[1]
         else:
             layer = self._checked(self._build(case), case)
-        for p, a in self.params.items():
-            a.set(layer, case[p])
+        for p, a in self.params.items():  # the backward's object gets copies: an in-place
+            a.set(layer, np.array(case[p]) if fresh else case[p])  # update must show
         return layer
 
     def _checked(self, layer: Any, case: Mapping[str, Any]) -> Any:

@@ -198,7 +198,9 @@ def test_several_outputs_draw_zero_upstream_for_some_outputs_never_all():
     (lambda x: (x,), "returned 1 values; expected a tuple of 2 arrays"),
     (lambda x: {"h": x, "k": x}, "keys ['h', 'k']"),
     (lambda x: (x, np.arange(2)), "output 'c' has dtype int64"),
-    (lambda x: (x, np.full_like(x, np.nan)), "output 'c' has a non-finite value"),
+    # at the case itself the engine names it (outputs laid end to end: index 2 is c's first)
+    (lambda x: (x, np.full_like(x, np.nan)),
+     "forward returned a non-finite value np.float64(nan) at index (2,)"),
 ])
 def test_a_forward_returning_the_wrong_outputs_is_an_error_naming_them(forward, message):
     d = Derivation("cell", forward, cases=st.fixed_dictionaries(
@@ -317,6 +319,32 @@ def test_a_backward_that_updates_a_parameter_is_an_error_naming_it():
     d.backward(("x", "W"), lambda layer, dy: (layer.backward(dy), layer.grads["W"]))
     r = run_formula(d.formulas[0], Settings(examples=5))
     assert r.status == "error" and "changed the parameter 'W' (layer.params.W)" in r.message
+
+
+class SteppingInPlace(Dense):
+    def backward(self, dy):
+        dx = super().backward(dy)
+        self.params["W"] -= 0.1 * self.grads["W"]  # an SGD step written in place
+        return dx
+
+
+def test_a_backward_that_updates_a_parameter_in_place_is_an_error_naming_it():
+    """The backward's object held the case's own array, so an in-place step changed both
+    and compared equal: only rebinding the parameter was caught."""
+    d = Layer("sgd_in_place", SteppingInPlace, cases=dense_cases(), inputs="x",
+              params={"W": "params.W", "b": "params.b"})
+    d.backward(("x", "W"), lambda layer, dy: (layer.backward(dy), layer.grads["W"]))
+    r = run_formula(d.formulas[0], Settings(examples=5))
+    assert r.status == "error" and "changed the parameter 'W' (layer.params.W)" in r.message
+
+
+def test_several_outputs_may_leave_the_domain_at_a_perturbed_input():
+    """A step that leaves log's domain is the judge's business, as for one output: it was
+    an error raised by the outputs' own finiteness check at every evaluation."""
+    d = Derivation("two", lambda x: (np.log(x), 2 * x),
+                   cases=st.just({"x": np.array([1e-6, 1.0])}), outputs=("a", "b"))
+    d.backward(("x",), lambda dy, x: (dy[0] / x + 2 * dy[1],))
+    assert run_formula(d.formulas[0], Settings(examples=1)).status == "pass"
 
 
 class Counted(Dense):
