@@ -111,9 +111,10 @@ def _modules(config: pytest.Config) -> dict[Path, str]:
 
 def pytest_configure(config: pytest.Config) -> None:
     if not config.getoption("gradcheck"):
-        unused = [f"--gradcheck-{name}" for name in ("module", "examples", "seed", "mode",
-                                                      "dtype", "report", "html")
-                  if config.getoption(f"gradcheck_{name}")]
+        unused = [f"--gradcheck-{name.replace('_', '-')}"
+                  for name in ("module", "examples", "seed", "mode", "timeout", "dtype",
+                               "report", "html", "report_only")
+                  if config.getoption(f"gradcheck_{name}") not in (None, [])]  # 0 is given
         if unused:
             config.issue_config_time_warning(pytest.PytestConfigWarning(
                 f"{', '.join(unused)} given without --gradcheck: no formulas are checked; "

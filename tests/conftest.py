@@ -13,18 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-from click.testing import CliRunner
-
 pytest_plugins = ["pytester"]
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
-
-
-@pytest.fixture
-def cli_runner() -> CliRunner:
-    return CliRunner()
 
 
 def without_seconds(value: Any) -> Any:

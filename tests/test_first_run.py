@@ -357,3 +357,13 @@ def test_readme_declaration_example_is_a_complete_module(tmp_path, monkeypatch):
     result = invoke("check", "--module", "mine.py", "--examples", "20")
     assert result.exit_code == 0, result.output
     assert "my_linear.dx[einsum]" in result.stdout and "fail    ok" in result.stdout
+
+
+@pytest.mark.parametrize("option", ["--gradcheck-seed=0", "--gradcheck-timeout=5",
+                                    "--gradcheck-report-only"])
+def test_every_gradcheck_option_without_the_flag_warns(pytester: pytest.Pytester, option):
+    """A falsy value (seed 0) and the options added later (timeout, report-only) were not
+    warned about: the check read truthiness over a list that had not grown with them."""
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    result = pytester.runpytest(option)
+    assert f"{option.split('=')[0]} given without --gradcheck" in result.stdout.str()
